@@ -1,0 +1,27 @@
+# The two commands of README.md. Both (re)create .venv when it is missing or requirements changed.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+# Offline, the real CIFAR-10 JPEG mirror next to the checkout is used; elsewhere torchvision downloads it.
+CIFAR_MIRROR := ../shared/data/cifar10-jpeg.tar.gz
+DATASET ?= $(if $(wildcard $(CIFAR_MIRROR)),$(CIFAR_MIRROR),cifar10)
+export ADAPTNET_DATASET := $(DATASET)
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: requirements.txt platform/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/adaptnet train cifar10-smoke data.dataset=$(DATASET) output_dir=runs/demo train.resume=false
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,89 @@
+"""`adaptnet` command line: models, costs, train."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _costs(args) -> int:
+    from .metrics.costs import costs_as_dict, exit_costs
+    from .models import create_model, model_entry
+
+    entry = model_entry(args.model)
+    size = args.input_size or entry.input_size
+    model = create_model(args.model, args.num_classes)
+    convention = "torchvision" if args.torchvision else "reference"
+    costs = exit_costs(model, size, convention)
+    report = costs_as_dict(args.model, costs, num_classes=args.num_classes or entry.num_classes,
+                           input_size=size, convention=convention)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.model}  ({report['num_classes']} classes, {size}×{size}, {convention} convention)")
+        print(f"{'exit':>4}  {'MMACs':>10}  {'Mparams':>8}")
+        for c in costs:
+            print(f"{c.exit:>4}  {c.macs / 1e6:>10.2f}  {c.params / 1e6:>8.3f}")
+    return 0
+
+
+def _train(args) -> int:
+    from .loop import fit, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    result = fit(cfg)
+    print(format_exit_table(result.metrics))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def format_exit_table(metrics: dict) -> str:
+    """Per-exit accuracy of one epoch's metrics as a small text table."""
+    exits = sorted(int(k.rsplit("exit", 1)[1]) for k in metrics if k.startswith("test/top1_exit"))
+    lines = [f"{'exit':>4}  {'train top1':>10}  {'holdout top1':>12}  {'test top1':>9}  {'test top5':>9}"]
+    for k in exits:
+        cells = [metrics.get(f"{split}_exit{k}") for split in ("train/top1", "holdout/top1", "test/top1", "test/top5")]
+        lines.append(f"{k:>4}  " + "  ".join(f"{'-' if v is None else f'{v:.2f}':>{w}}"
+                                             for v, w in zip(cells, (10, 12, 9, 9))))
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adaptnet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the registered model configs")
+    c = sub.add_parser("costs", help="cumulative multiply-adds and parameters per exit")
+    c.add_argument("model")
+    c.add_argument("--num-classes", type=int, default=None, help="default: the config's dataset")
+    c.add_argument("--input-size", type=int, default=None, help="default: 32 for CIFAR configs, 224 for ImageNet")
+    c.add_argument("--torchvision", action="store_true",
+                   help="plain conv + linear multiply-adds (no ReLU, pooling or bias ops)")
+    c.add_argument("--json", action="store_true")
+    t = sub.add_parser("train", help="train one run from a YAML config or preset")
+    t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
+    t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
+    sub.add_parser("presets", help="list the shipped run configs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .data import DataError
+    from .loop import ConfigError, preset_names
+    from .models import list_models
+
+    try:
+        if args.command == "models":
+            print("\n".join(list_models()))
+            return 0
+        if args.command == "presets":
+            print("\n".join(preset_names()))
+            return 0
+        return {"costs": _costs, "train": _train}[args.command](args)
+    except (ConfigError, DataError, ValueError) as err:
+        print(f"adaptnet: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

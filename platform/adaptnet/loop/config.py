@@ -1,0 +1,176 @@
+"""Run configs: YAML files (or shipped presets) validated by pydantic before anything runs.
+
+Any problem becomes a `ConfigError` whose message is one line naming the field, e.g.
+`optim.lr: Input should be greater than 0 (got -1)`.
+"""
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
+
+from ..models import create_model, list_models, model_entry
+
+
+class ConfigError(ValueError):
+    """An invalid run config; str() is one line that names the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    name: str = "msdnet_cifar_anytime"
+    args: dict[str, Any] = Field(default_factory=dict, description="constructor overrides, e.g. he_init: true")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in list_models():
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+        return name
+
+
+class DataConfig(Strict):
+    dataset: str = Field(description="cifar10 | cifar100 | ImageFolder folder or .tar.gz, local or s3://")
+    cache_dir: str | None = None
+    holdout: int = Field(5000, ge=0, description="training images held out for model selection and thresholds")
+    holdout_seed: int = 0
+    holdout_transform: Literal["test", "train"] = Field(
+        "test", description="'train' reproduces the official code, which augments the held-out images")
+    train_subset: PositiveInt | None = Field(None, description="use only this many training images (smoke runs)")
+    test_subset: PositiveInt | None = None
+    normalization: Literal["auto", "cifar10", "cifar100", "imagenet", "computed"] = "auto"
+
+
+class OptimConfig(Strict):
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 1e-4
+    schedule: Literal["multistep", "cosine"] = "multistep"
+    milestones: list[float] = Field([0.5, 0.75], description="multistep drops, as fractions of the epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, milestones: list[float]) -> list[float]:
+        if any(not 0 < m < 1 for m in milestones) or milestones != sorted(milestones):
+            raise ValueError(f"must be increasing fractions in (0, 1), got {milestones}")
+        return milestones
+
+
+class TrainConfig(Strict):
+    epochs: PositiveInt
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 500
+    exit_weights: Union[Literal["equal", "linear"], list[NonNegativeFloat]] = Field(
+        "equal", description="equal (the papers' baseline), linear (k/K), or one weight per exit")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="mixed precision when on CUDA; ignored on CPU")
+    threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")
+    progress: bool = True
+    resume: bool = Field(True, description="continue from the run's last checkpoint when there is one")
+
+    @field_validator("exit_weights")
+    @classmethod
+    def _not_all_zero(cls, weights):
+        if isinstance(weights, list) and (not weights or sum(weights) == 0):
+            raise ValueError("custom exit weights must not be empty or all zero")
+        return weights
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: str = "runs"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    got = first.get("input")
+    shown = "" if first["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+    return f"{where}: {first['msg']}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("adaptnet.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(path_or_preset: str) -> dict:
+    path = Path(path_or_preset)
+    if path.is_file():
+        text = path.read_text()
+    elif path_or_preset in preset_names():
+        text = resources.files("adaptnet.configs").joinpath(f"{path_or_preset}.yaml").read_text()
+    else:
+        raise ConfigError(f"config: {path_or_preset!r} is neither a file nor a preset ({', '.join(preset_names())})")
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {path_or_preset} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config: {path_or_preset} must be a mapping at the top level")
+    return tree
+
+
+def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
+    """Validates a config tree after applying `section.key=value` overrides (values parsed as YAML)."""
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+    try:
+        cfg = RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+    check_against_model(cfg)
+    return cfg
+
+
+def load_config(path_or_preset: str, overrides: list[str] = ()) -> RunConfig:
+    return build_config(read_yaml(path_or_preset), overrides)
+
+
+def check_against_model(cfg: RunConfig) -> None:
+    """Checks what needs the model: its constructor arguments and the exit count (built on 'meta', free)."""
+    entry = model_entry(cfg.model.name)
+    accepted = inspect.signature(entry.builder).parameters
+    for key in cfg.model.args:
+        if key not in accepted or key == "num_classes":
+            raise ConfigError(f"model.args.{key}: not an argument of {cfg.model.name}")
+    try:
+        with torch.device("meta"):
+            model = create_model(cfg.model.name, **cfg.model.args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.args: {err}") from None
+    weights = cfg.train.exit_weights
+    if isinstance(weights, list) and len(weights) != model.num_exits:
+        raise ConfigError(f"train.exit_weights: {cfg.model.name} has {model.num_exits} exits, got {len(weights)} weights")

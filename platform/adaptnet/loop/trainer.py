@@ -1,0 +1,207 @@
+"""The framework-free training loop. Ray Train workers call `fit` too, passing a `Distributed` and callbacks."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data import Prepared, prepare_data
+from ..metrics import exit_costs, topk_correct
+from ..models import create_model
+from ..techniques import MultiExitCE, Task
+from .config import RunConfig
+
+
+@dataclass
+class Distributed:
+    """How the loop runs among several processes; the defaults are a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint_path: Path | None) -> None: ...
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)   # the last epoch's
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device: cuda was asked for but no CUDA device is visible")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
+    """Multistep drops at whole epochs (as the reference) or a per-iteration cosine from 1 to 0."""
+    epochs = cfg.train.epochs
+    if cfg.optim.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
+    epoch = step // steps_per_epoch
+    drops = sum(epoch >= round(m * epochs) for m in cfg.optim.milestones)
+    return cfg.optim.gamma ** drops
+
+
+def build_task(cfg: RunConfig, model: nn.Module) -> Task:
+    return MultiExitCE(cfg.train.exit_weights, model.num_exits)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, num_exits: int) -> dict[str, list[float]]:
+    """Per-exit top-1/top-5 accuracy (%) and cross-entropy over one pass of `batches`."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, num_exits, dtype=torch.float64)
+    n = 0
+    for images, labels in batches:
+        for k, logits in enumerate(model(images)):
+            top1, top5 = topk_correct(logits.float(), labels)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            sums[:, k] += torch.tensor([top1, top5, float(loss)], dtype=torch.float64)
+        n += len(labels)
+    model.train(was_training)
+    return {"top1": (100 * sums[0] / n).tolist(), "top5": (100 * sums[1] / n).tolist(), "loss": (sums[2] / n).tolist()}
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.pt"
+
+
+def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None = None) -> FitResult:
+    dist = dist or Distributed()
+    run_dir = cfg.run_dir
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    use_amp = cfg.train.amp and device.type == "cuda"
+    ckpt_file = checkpoint_path(run_dir)
+    resume = torch.load(ckpt_file, map_location="cpu", weights_only=False) if cfg.train.resume and ckpt_file.exists() else None
+
+    # Data: the held-out split is fixed by the first run and reused on resume.
+    data: Prepared = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
+                                  saved_split=resume["split"] if resume else None,
+                                  rank=dist.rank, world_size=dist.world_size, device=device)
+
+    # Model, task, optimizer, schedule.
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model.name, data.num_classes, **cfg.model.args).to(device)
+    task = build_task(cfg, model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+    steps_per_epoch = len(data.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    start_epoch = 0
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        start_epoch = resume["epoch"] + 1
+    trained = dist.wrap_model(model)
+
+    history = []
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+        torch.save(data.split, run_dir / "split.pt")
+        history = _read_history(run_dir, start_epoch)
+        _write_costs(cfg, data, run_dir)
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        data.train.set_epoch(epoch)
+        trained.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros(model.num_exits, dtype=torch.float64)
+        started = time.perf_counter()
+        bar = tqdm(data.train, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=not (cfg.train.progress and dist.is_main))
+        for images, labels in bar:
+            with torch.autocast(device.type, enabled=use_amp):
+                out = task(trained, images, labels)
+                loss = sum(out.losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            n = len(labels)
+            seen += n
+            for name, value in out.losses.items():
+                sums[name] = sums.get(name, torch.zeros((), dtype=torch.float64)) + float(value.detach()) * n
+            for k, logits in enumerate(out.logits):
+                correct[k] += float((logits.argmax(1) == labels).sum())
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+
+        # Per-exit train metrics, summed over ranks; held-out and test evaluation on the main process.
+        totals = dist.all_reduce_sum(torch.cat([torch.stack(list(sums.values())), correct, seen[None]]))
+        n_total = float(totals[-1])
+        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   "epoch_time_s": time.perf_counter() - started}
+        metrics.update({f"train/{name}": float(v) / n_total for name, v in zip(sums, totals[: len(sums)])})
+        metrics.update({f"train/top1_exit{k + 1}": 100 * float(c) / n_total
+                        for k, c in enumerate(totals[len(sums): len(sums) + model.num_exits])})
+        if dist.is_main:
+            for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
+                if batches is None:
+                    continue
+                result = evaluate(model, batches, model.num_exits)
+                for key, per_exit in result.items():
+                    metrics.update({f"{split_name}/{key}_exit{k + 1}": v for k, v in enumerate(per_exit)})
+        saved = None
+        if dist.is_main:
+            saved = _save_checkpoint(ckpt_file, model, optimizer, scheduler, scaler, epoch, cfg, data.split)
+            history.append(metrics)
+            with open(run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(metrics) + "\n")
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, metrics, saved)
+    return FitResult(run_dir, history[-1] if history else {}, history)
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, epoch: int, cfg: RunConfig, split: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                "config": cfg.model_dump(), "split": split}, tmp)
+    tmp.replace(path)  # a crash mid-save never leaves a broken last.pt
+    return path
+
+
+def _read_history(run_dir: Path, start_epoch: int) -> list[dict]:
+    """Metrics of the epochs a resumed run already has; later lines (from an interrupted epoch) are dropped."""
+    log = run_dir / "metrics.jsonl"
+    if not log.exists():
+        return []
+    kept = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    kept = [m for m in kept if m["epoch"] <= start_epoch]
+    log.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    return kept
+
+
+def _write_costs(cfg: RunConfig, data: Prepared, run_dir: Path) -> None:
+    image_size = data.test.images.shape[-1]
+    model = create_model(cfg.model.name, data.num_classes, **cfg.model.args)
+    costs = [vars(c) for c in exit_costs(model, image_size)]
+    (run_dir / "costs.json").write_text(json.dumps({"model": cfg.model.name, "input_size": image_size, "exits": costs}))
