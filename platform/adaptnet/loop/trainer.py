@@ -151,7 +151,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
                 sums[name] = sums.get(name, torch.zeros((), dtype=torch.float64)) + float(value.detach()) * n
             for k, logits in enumerate(out.logits):
                 correct[k] += float((logits.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
 
         # Per-exit train metrics, summed over ranks; held-out and test evaluation on the main process.
         totals = dist.all_reduce_sum(torch.cat([torch.stack(list(sums.values())), correct, seen[None]]))

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+import torch
+
+from adaptnet.loop import fit, load_config
+from adaptnet.loop.trainer import checkpoint_path, lr_factor
+
+
+def _config(tmp_path, spec, name, *overrides):
+    return load_config("cifar10-smoke", [f"name={name}", f"output_dir={tmp_path}", f"data.dataset={spec}",
+                                         "train.progress=false", *overrides])
+
+
+def test_short_real_training_beats_chance(tmp_path, cifar10_spec):
+    cfg = _config(tmp_path, cifar10_spec, "short", "data.train_subset=2000", "data.holdout=500",
+                  "data.test_subset=1000", "train.epochs=2")
+    result = fit(cfg)
+    best_exit = max(result.metrics[f"test/top1_exit{k}"] for k in range(1, 8))
+    assert best_exit > 20.0, result.metrics  # chance is 10%
+    assert len(result.history) == 2
+    assert set(json.loads((result.run_dir / "costs.json").read_text())) == {"model", "input_size", "exits"}
+    saved = torch.load(checkpoint_path(result.run_dir), weights_only=False)
+    assert {"model", "optimizer", "scheduler", "epoch", "config", "split"} <= set(saved)
+    assert len(saved["split"]["holdout"]) == 500 and len(saved["split"]["train"]) == 2000
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashAfterFirstEpoch:
+    def on_epoch_end(self, epoch, metrics, checkpoint):
+        raise _Crash
+
+
+def test_resume_gives_the_same_next_epoch_state(tmp_path, cifar10_spec):
+    tiny = ["data.train_subset=256", "data.holdout=64", "data.test_subset=64", "train.batch_size=32",
+            "train.epochs=2", "train.threads=1", "model.name=msdnet_cifar_budgeted"]
+    straight = fit(_config(tmp_path, cifar10_spec, "straight", *tiny))
+    with pytest.raises(_Crash):
+        fit(_config(tmp_path, cifar10_spec, "resumed", *tiny), callbacks=[_CrashAfterFirstEpoch()])
+    assert torch.load(checkpoint_path(tmp_path / "resumed"), weights_only=False)["epoch"] == 0
+    resumed = fit(_config(tmp_path, cifar10_spec, "resumed", *tiny))
+
+    a = torch.load(checkpoint_path(straight.run_dir), weights_only=False)
+    b = torch.load(checkpoint_path(resumed.run_dir), weights_only=False)
+    assert a["epoch"] == b["epoch"] == 1
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b))
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert [m["epoch"] for m in resumed.history] == [1, 2]
+    assert resumed.metrics["test/top1_exit5"] == straight.metrics["test/top1_exit5"]
+
+
+def test_multistep_schedule_drops_at_half_and_three_quarters():
+    cfg = load_config("cifar100-paper")
+    factors = {epoch: lr_factor(cfg, epoch * 10, 10) for epoch in (0, 149, 150, 224, 225, 299)}
+    assert factors == pytest.approx({0: 1, 149: 1, 150: 0.1, 224: 0.1, 225: 0.01, 299: 0.01})
+    imagenet = load_config("imagenet-paper")
+    assert [lr_factor(imagenet, e, 1) for e in (29, 30, 59, 60)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    cosine = load_config("cifar10-smoke")
+    assert lr_factor(cosine, 0, 10) == 1 and lr_factor(cosine, 10, 10) == pytest.approx(0.5)
