@@ -28,12 +28,34 @@ def _costs(args) -> int:
 
 
 def _train(args) -> int:
-    from .loop import fit, load_config
+    from .loop import load_config, run
 
     cfg = load_config(args.config, args.overrides)
-    result = fit(cfg)
-    print(format_exit_table(result.metrics))
-    print(f"run directory: {result.run_dir}")
+    for result in run(cfg):
+        print(f"run directory: {result.run_dir}")
+        print(format_exit_table(result.metrics))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .loop.evaluate import evaluate_checkpoint
+
+    results = [evaluate_checkpoint(path, args.budgets, args.device) for path in args.checkpoints]
+    if args.plot_dir:
+        from .metrics.plots import plot_runs
+
+        plot_runs(results, args.plot_dir)
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+        return 0
+    for result in results:
+        print(f"{result['run']} ({result['technique']}, {result['model']})")
+        print(f"{'exit':>4}  {'MMACs':>9}  {'top1':>6}  {'top5':>6}")
+        for k, macs in enumerate(result["exit_macs"]):
+            print(f"{k + 1:>4}  {macs / 1e6:>9.2f}  {result['anytime']['top1'][k]:>6.2f}  {result['anytime']['top5'][k]:>6.2f}")
+        print(f"budgeted: mean accuracy over the cost range {result['budgeted']['area']:.2f}%")
+        for budget, acc in zip(result["budgeted"]["budgets"], result["budgeted"]["accuracy_at_budgets"]):
+            print(f"  at {budget / 1e6:.2f} MMACs: " + ("outside the curve" if acc is None else f"{acc:.2f}%"))
     return 0
 
 
@@ -63,6 +85,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
     sub.add_parser("presets", help="list the shipped run configs")
+    e = sub.add_parser("evaluate", help="anytime and budgeted evaluation of checkpoints (held-out thresholds)")
+    e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    e.add_argument("--budgets", type=lambda s: [float(b) for b in s.split(",")], default=[],
+                   help="comma-separated multiply-add budgets to interpolate accuracy at, e.g. 20e6,40e6")
+    e.add_argument("--plot-dir", help="write anytime.png and budgeted.png here, all checkpoints overlaid")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--json", action="store_true")
     return p
 
 
@@ -79,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "presets":
             print("\n".join(preset_names()))
             return 0
-        return {"costs": _costs, "train": _train}[args.command](args)
+        return {"costs": _costs, "train": _train, "evaluate": _evaluate}[args.command](args)
     except (ConfigError, DataError, ValueError) as err:
         print(f"adaptnet: error: {err}", file=sys.stderr)
         return 2

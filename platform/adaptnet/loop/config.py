@@ -28,6 +28,8 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     name: str = "msdnet_cifar_anytime"
     args: dict[str, Any] = Field(default_factory=dict, description="constructor overrides, e.g. he_init: true")
+    ge_scope: Literal["coarsest", "all"] | None = Field(
+        None, description="Gradient Equilibrium: coarsest (official code), all (every scale), or off")
 
     @field_validator("name")
     @classmethod
@@ -47,6 +49,7 @@ class DataConfig(Strict):
     train_subset: PositiveInt | None = Field(None, description="use only this many training images (smoke runs)")
     test_subset: PositiveInt | None = None
     normalization: Literal["auto", "cifar10", "cifar100", "imagenet", "computed"] = "auto"
+    split_from: str | None = Field(None, description="a checkpoint whose train/held-out split this run reuses")
 
 
 class OptimConfig(Strict):
@@ -87,6 +90,20 @@ class TrainConfig(Strict):
         return weights
 
 
+class IMTAConfig(Strict):
+    """IMTA stage 2 / joint options; defaults are the official code's (brief §3–§5)."""
+
+    isc_detach: bool = Field(False, description="stop exit k+1's gradient into exit k (paper); code: no")
+    temperature: float = Field(3.0, gt=0)
+    gamma: float = Field(0.9, ge=0, le=1, description="KD weight on exits 1..K-1")
+    kd_reduction: Literal["official", "batchmean"] = Field(
+        "official", description="official: KLDivLoss mean over N·C; batchmean: textbook KD (×C stronger)")
+    freeze_backbone: bool = True
+    backbone_bn_train: bool = Field(True, description="frozen backbone's BN in train mode, as the official code")
+    stage1_checkpoint: str | None = Field(None, description="imta_stage2: the stage-1 (GE) checkpoint")
+    stage2_epochs: PositiveInt | None = Field(None, description="imta_two_stage: stage-2 epochs (default: train.epochs)")
+
+
 class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str = "runs"
@@ -94,6 +111,10 @@ class RunConfig(Strict):
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig
+    technique: Literal["multi_exit", "imta_two_stage", "imta_stage2", "imta_joint"] = Field(
+        "multi_exit", description="multi_exit: Σ w_k CE (with model.ge_scope for GE); imta_two_stage: GE stage 1 "
+        "then ISC + KD on the frozen backbone; imta_stage2: stage 2 alone; imta_joint: one stage, live teacher")
+    imta: IMTAConfig = Field(default_factory=IMTAConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -164,13 +185,15 @@ def check_against_model(cfg: RunConfig) -> None:
     entry = model_entry(cfg.model.name)
     accepted = inspect.signature(entry.builder).parameters
     for key in cfg.model.args:
-        if key not in accepted or key == "num_classes":
+        if key not in accepted or key in ("num_classes", "ge_scope"):
             raise ConfigError(f"model.args.{key}: not an argument of {cfg.model.name}")
     try:
         with torch.device("meta"):
-            model = create_model(cfg.model.name, **cfg.model.args)
+            model = create_model(cfg.model.name, ge_scope=cfg.model.ge_scope, **cfg.model.args)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model.args: {err}") from None
+    if cfg.technique == "imta_stage2" and not cfg.imta.stage1_checkpoint:
+        raise ConfigError("imta.stage1_checkpoint: required when technique is imta_stage2")
     weights = cfg.train.exit_weights
     if isinstance(weights, list) and len(weights) != model.num_exits:
         raise ConfigError(f"train.exit_weights: {cfg.model.name} has {model.num_exits} exits, got {len(weights)} weights")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import Prepared, prepare_data
-from ..metrics import exit_costs, topk_correct
-from ..models import create_model
-from ..techniques import MultiExitCE, Task
+from ..metrics import exit_costs
+from ..metrics.adaptive import anytime_accuracy, collect_probs
+from .build import build_training
 from .config import RunConfig
 
 
@@ -60,25 +61,11 @@ def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.optim.gamma ** drops
 
 
-def build_task(cfg: RunConfig, model: nn.Module) -> Task:
-    return MultiExitCE(cfg.train.exit_weights, model.num_exits)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches, num_exits: int) -> dict[str, list[float]]:
+def evaluate(model: nn.Module, batches) -> dict[str, list[float]]:
     """Per-exit top-1/top-5 accuracy (%) and cross-entropy over one pass of `batches`."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, num_exits, dtype=torch.float64)
-    n = 0
-    for images, labels in batches:
-        for k, logits in enumerate(model(images)):
-            top1, top5 = topk_correct(logits.float(), labels)
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-            sums[:, k] += torch.tensor([top1, top5, float(loss)], dtype=torch.float64)
-        n += len(labels)
-    model.train(was_training)
-    return {"top1": (100 * sums[0] / n).tolist(), "top5": (100 * sums[1] / n).tolist(), "loss": (sums[2] / n).tolist()}
+    probs, labels = collect_probs(model, batches)
+    nll = -probs.gather(2, labels[None, :, None].expand(probs.shape[0], -1, 1)).clamp_min(1e-12).log()
+    return {**anytime_accuracy(probs, labels), "loss": nll.mean(dim=(1, 2)).tolist()}
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -95,17 +82,18 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     ckpt_file = checkpoint_path(run_dir)
     resume = torch.load(ckpt_file, map_location="cpu", weights_only=False) if cfg.train.resume and ckpt_file.exists() else None
 
-    # Data: the held-out split is fixed by the first run and reused on resume.
+    # Data: the held-out split is fixed once (or taken from an earlier stage) and reused on resume.
     data: Prepared = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
-                                  saved_split=resume["split"] if resume else None,
+                                  saved_split=resume["split"] if resume else _split_from(cfg),
                                   rank=dist.rank, world_size=dist.world_size, device=device)
 
-    # Model, task, optimizer, schedule.
+    # Model, task, optimizer (trainable parameters only), schedule.
     torch.manual_seed(cfg.train.seed)
-    model = create_model(cfg.model.name, data.num_classes, **cfg.model.args).to(device)
-    task = build_task(cfg, model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+    model, task = build_training(cfg, data.num_classes, load_pretrained=resume is None)
+    model = model.to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+                                momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
+                                weight_decay=cfg.optim.weight_decay)
     steps_per_epoch = len(data.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -124,7 +112,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
         torch.save(data.split, run_dir / "split.pt")
         history = _read_history(run_dir, start_epoch)
-        _write_costs(cfg, data, run_dir)
+        _write_costs(model, cfg, data, run_dir)
 
     for epoch in range(start_epoch, cfg.train.epochs):
         data.train.set_epoch(epoch)
@@ -165,18 +153,42 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
             for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
                 if batches is None:
                     continue
-                result = evaluate(model, batches, model.num_exits)
+                result = evaluate(model, batches)
                 for key, per_exit in result.items():
                     metrics.update({f"{split_name}/{key}_exit{k + 1}": v for k, v in enumerate(per_exit)})
         saved = None
         if dist.is_main:
             saved = _save_checkpoint(ckpt_file, model, optimizer, scheduler, scaler, epoch, cfg, data.split)
             history.append(metrics)
+            _keep_best(run_dir, saved, metrics, history, model.num_exits)
             with open(run_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")
         for callback in callbacks:
             callback.on_epoch_end(epoch, metrics, saved)
     return FitResult(run_dir, history[-1] if history else {}, history)
+
+
+def _split_from(cfg: RunConfig) -> dict | None:
+    if not cfg.data.split_from:
+        return None
+    return torch.load(cfg.data.split_from, map_location="cpu", weights_only=False)["split"]
+
+
+def selection_metric(num_exits: int) -> str:
+    """Model selection on the held-out split's last exit (never on the test set, unlike the IMTA scripts)."""
+    return f"holdout/top1_exit{num_exits}"
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The held-out-best checkpoint when there is one, else the last."""
+    best = run_dir / "checkpoints" / "best.pt"
+    return best if best.exists() else checkpoint_path(run_dir)
+
+
+def _keep_best(run_dir: Path, saved: Path, metrics: dict, history: list[dict], num_exits: int) -> None:
+    key = selection_metric(num_exits)
+    if key in metrics and metrics[key] >= max(m.get(key, float("-inf")) for m in history):
+        shutil.copyfile(saved, run_dir / "checkpoints" / "best.pt")
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, epoch: int, cfg: RunConfig, split: dict) -> Path:
@@ -200,8 +212,7 @@ def _read_history(run_dir: Path, start_epoch: int) -> list[dict]:
     return kept
 
 
-def _write_costs(cfg: RunConfig, data: Prepared, run_dir: Path) -> None:
+def _write_costs(model: nn.Module, cfg: RunConfig, data: Prepared, run_dir: Path) -> None:
     image_size = data.test.images.shape[-1]
-    model = create_model(cfg.model.name, data.num_classes, **cfg.model.args)
     costs = [vars(c) for c in exit_costs(model, image_size)]
     (run_dir / "costs.json").write_text(json.dumps({"model": cfg.model.name, "input_size": image_size, "exits": costs}))

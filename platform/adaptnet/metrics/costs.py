@@ -4,7 +4,7 @@ Matrix work (every convolution and matmul, in any layer, known or not) is counte
 `torch.utils.flop_counter` at the aten level, so unfamiliar modules never crash the count.
 The `reference` convention of the MSDNet counter (IMTA brief §1.4) adds, through module hooks,
 ReLU elements, pooling windows and Linear biases; BatchNorm is free. `torchvision` keeps only
-conv + linear multiply-adds. Exit k's cost is read when head k finishes, so it includes the
+conv + linear multiply-adds. Exit k's cost is read when exit k's logits are out, so it includes the
 backbone up to block k and every earlier head (no lazy pruning), as in the reference.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _reference_extra_ops(module: nn.Module, inputs, output) -> int:
 
 @torch.no_grad()
 def exit_costs(model: nn.Module, input_size: int = 32, convention: Convention = "reference") -> list[ExitCost]:
-    """Runs one zero image through `model` (which must expose `heads`) and returns cumulative costs."""
+    """Runs one zero image through `model.exit_stream` (see MultiExitNet) and returns cumulative costs."""
     if convention not in ("reference", "torchvision"):
         raise ValueError(f"convention: must be 'reference' or 'torchvision', got {convention!r}")
     was_training = model.training
@@ -63,16 +63,14 @@ def exit_costs(model: nn.Module, input_size: int = 32, convention: Convention = 
         if convention == "reference":
             extra_ops += _reference_extra_ops(module, inputs, output)
 
-    def on_head(module, inputs, output):
-        macs = counter.get_total_flops() // 2 + extra_ops  # flop_counter counts a multiply-add as 2
-        snapshots.append(ExitCost(exit=len(snapshots) + 1, macs=int(macs), params=int(params)))
-
     handles = [m.register_forward_hook(on_module) for m in model.modules()]
-    handles += [head.register_forward_hook(on_head) for head in model.heads]
     try:
         device = next(model.parameters()).device
         with counter:
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
+            # exit_stream runs block k then exit k, so each snapshot holds what exit k really costs.
+            for k, _ in enumerate(model.exit_stream(torch.zeros(1, 3, input_size, input_size, device=device))):
+                macs = counter.get_total_flops() // 2 + extra_ops  # flop_counter counts a multiply-add as 2
+                snapshots.append(ExitCost(exit=k + 1, macs=int(macs), params=int(params)))
     finally:
         for h in handles:
             h.remove()

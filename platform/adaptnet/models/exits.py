@@ -70,3 +70,13 @@ class MultiExitNet(nn.Module):
             features.append(f)
             x = self._rescale(x, float(num_exits - i - 1))
         return (logits, features) if return_features else logits
+
+    def exit_stream(self, x: torch.Tensor):
+        """Inference, one exit at a time: yields (logits, feature) of exit k, then receives the row indices
+        of the samples that go on (None: all), so exited samples cost nothing in later blocks."""
+        state = x
+        for block, head in zip(self.blocks, self.heads):
+            state = block(state)
+            keep = yield head(state)
+            if keep is not None:
+                state = state[keep] if isinstance(state, torch.Tensor) else [t[keep] for t in state]

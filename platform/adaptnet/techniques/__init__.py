@@ -1,4 +1,5 @@
 """Training techniques as composable "tasks": each returns a dict of named losses (summed by the loop)."""
-from .tasks import MultiExitCE, Task, TaskOutput, exit_weight_vector
+from .imta import IMTANet, ISCHeads, kd_loss
+from .tasks import MultiExitCE, OneForAllKD, Task, TaskOutput, exit_weight_vector
 
-__all__ = ["MultiExitCE", "Task", "TaskOutput", "exit_weight_vector"]
+__all__ = ["IMTANet", "ISCHeads", "kd_loss", "MultiExitCE", "OneForAllKD", "Task", "TaskOutput", "exit_weight_vector"]

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .imta import IMTANet, KDReduction, kd_loss
+
 ExitWeights = Union[str, Sequence[float]]
 
 
@@ -48,4 +50,27 @@ class MultiExitCE:
             f"ce_exit{k + 1}": w * F.cross_entropy(z, labels)
             for k, (w, z) in enumerate(zip(self.weights, logits)) if w != 0
         }
+        return TaskOutput(losses, logits)
+
+
+class OneForAllKD:
+    """IMTA stage-2 loss over the ISC exits: the last exit gets CE; exits 1..K−1 get
+    (1−γ)·CE + γ·T²·KL(teacher ‖ exit). The teacher is the backbone's last exit (`stage1`, the official
+    frozen stage-1 network) or the ISC last exit of the same forward pass (`live`, the joint variant);
+    it is detached either way.
+    """
+
+    def __init__(self, temperature: float, gamma: float, reduction: KDReduction = "official", teacher: str = "stage1"):
+        if teacher not in ("stage1", "live"):
+            raise ValueError(f"teacher: must be 'stage1' or 'live', got {teacher!r}")
+        self.temperature, self.gamma, self.reduction, self.teacher = temperature, gamma, reduction, teacher
+
+    def __call__(self, model: IMTANet, images: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
+        logits, backbone_logits = model(images, return_backbone=True)  # through forward: DDP-safe
+        teacher = backbone_logits[-1] if self.teacher == "stage1" else logits[-1]
+        last = len(logits)
+        losses = {f"ce_exit{last}": F.cross_entropy(logits[-1], labels)}
+        for k, z in enumerate(logits[:-1], start=1):
+            losses[f"ce_exit{k}"] = (1 - self.gamma) * F.cross_entropy(z, labels)
+            losses[f"kd_exit{k}"] = self.gamma * kd_loss(z, teacher, self.temperature, self.reduction)
         return TaskOutput(losses, logits)

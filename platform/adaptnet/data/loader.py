@@ -1,0 +1,93 @@
+"""Batches from decoded uint8 tensors with CIFAR augmentation done batch-wise (IMTA brief §5.1).
+
+Shuffling and augmentation draw from a generator seeded by (seed, epoch), so an epoch's batches are
+the same whether training ran straight through or resumed from a checkpoint. With `world_size > 1`
+every rank sees a disjoint, equally long shard of the epoch's permutation (as DistributedSampler).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def holdout_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, held-out indices): `holdout` images drawn by a seeded permutation."""
+    if not 0 <= holdout < n:
+        raise ValueError(f"data.holdout: must be in [0, {n}), got {holdout}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[holdout:].sort().values, perm[:holdout].sort().values
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """RandomCrop(size, padding, zero fill) + RandomHorizontalFlip for a uint8 batch, per sample."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    flip = torch.rand(n, generator=generator) < 0.5
+    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
+
+
+class TensorBatches:
+    """Iterates (float images normalised, labels) over a uint8 image tensor, batch by batch."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: bool = False,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        padding: int = 4,
+        device: torch.device | str = "cpu",
+    ):
+        self.images, self.labels = images, labels
+        self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
+        self.seed, self.rank, self.world_size, self.padding = seed, rank, world_size, padding
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        per_rank = math.ceil(n / self.world_size)
+        if self.world_size > 1:  # pad by wrapping so every rank gets the same number of samples
+            order = torch.cat([order, order[: per_rank * self.world_size - n]])
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        per_rank = math.ceil(len(self.labels) / self.world_size)
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = self._indices(generator)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment:
+                x = random_crop_flip(x, self.padding, generator)
+            x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
+            yield x, self.labels[idx].to(self.device, non_blocking=True)

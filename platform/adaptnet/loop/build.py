@@ -1,0 +1,39 @@
+"""Config → (model, task): the one place that maps a technique name to its parts."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models import create_model
+from ..techniques import IMTANet, MultiExitCE, OneForAllKD, Task
+from .config import RunConfig
+
+
+def build_backbone(cfg: RunConfig, num_classes: int) -> nn.Module:
+    return create_model(cfg.model.name, num_classes, ge_scope=cfg.model.ge_scope, **cfg.model.args)
+
+
+def _imta_net(cfg: RunConfig, num_classes: int, frozen: bool) -> IMTANet:
+    return IMTANet(build_backbone(cfg, num_classes), num_classes, isc_detach=cfg.imta.isc_detach,
+                   freeze_backbone=frozen, backbone_bn_train=cfg.imta.backbone_bn_train)
+
+
+def _kd(cfg: RunConfig, teacher: str) -> OneForAllKD:
+    return OneForAllKD(cfg.imta.temperature, cfg.imta.gamma, cfg.imta.kd_reduction, teacher)
+
+
+def build_training(cfg: RunConfig, num_classes: int, load_pretrained: bool = True) -> tuple[nn.Module, Task]:
+    """The model to train and its task. `load_pretrained=False` skips loading a stage-1 checkpoint
+    (when a full checkpoint of this run will be loaded on top anyway)."""
+    if cfg.technique == "multi_exit":
+        model = build_backbone(cfg, num_classes)
+        return model, MultiExitCE(cfg.train.exit_weights, model.num_exits)
+    if cfg.technique == "imta_joint":
+        return _imta_net(cfg, num_classes, frozen=False), _kd(cfg, "live")
+    if cfg.technique == "imta_stage2":
+        model = _imta_net(cfg, num_classes, frozen=cfg.imta.freeze_backbone)
+        if load_pretrained:
+            stage1 = torch.load(cfg.imta.stage1_checkpoint, map_location="cpu", weights_only=False)
+            model.backbone.load_state_dict(stage1["model"])
+        return model, _kd(cfg, "stage1")
+    raise ValueError(f"technique: {cfg.technique!r} is a pipeline, not a single training run")
