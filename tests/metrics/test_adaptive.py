@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import adaptnet
-from adaptnet.metrics.adaptive import (accuracy_at_budgets, apply_thresholds, budgeted_curve, curve_area,
+from adaptnet.metrics.adaptive import (accuracy_at_budgets, apply_thresholds, budgeted_curve, confidences, curve_area,
                                        early_exit_predict, exit_points, exit_shares, find_thresholds)
 from adaptnet.techniques import IMTANet
 
@@ -25,7 +25,7 @@ def test_constructed_budgeted_example():
         [.60] * 10,                                             # exit 3
     ], [[1] * 10] * 3)
     shares = torch.tensor([0.3, 0.3, 0.4])
-    thresholds = find_thresholds(val, shares)
+    thresholds = find_thresholds(confidences(val)[0], shares)
     # Exit 1: 3rd most confident = .85 → samples 0,1,2 exit. Exit 2 among the rest (3..9): .97,.96,.94 → .94.
     assert thresholds[0].item() == pytest.approx(.85)
     assert thresholds[1].item() == pytest.approx(.94)
@@ -33,8 +33,9 @@ def test_constructed_budgeted_example():
     # Test set: a tie at .85 exits at 1; .93 < .94 goes on to exit 3.
     test = _probs_from_confidence([[.85, .84, .20 + .7], [.99, .93, .5], [.6, .6, .6]], [[1, 1, 0], [1, 1, 1], [0, 1, 1]])
     labels = torch.tensor([1, 1, 1])
-    assert exit_points(test, thresholds).tolist() == [0, 2, 0]
-    accuracy, cost, counts = apply_thresholds(test, labels, thresholds, [10.0, 20.0, 30.0])
+    confidence, predictions = confidences(test)
+    assert exit_points(confidence, thresholds).tolist() == [0, 2, 0]
+    accuracy, cost, counts = apply_thresholds(confidence, predictions, labels, thresholds, [10.0, 20.0, 30.0])
     assert counts == [2, 0, 1]
     assert cost == pytest.approx((2 * 10 + 30) / 3)
     assert accuracy == pytest.approx(100 * 2 / 3)  # sample 2 exits at 1 predicting class 0
@@ -66,7 +67,7 @@ def test_vectorised_thresholds_equal_the_reference_loop(q):
     torch.manual_seed(int(q * 100))
     probs = torch.randn(5, 300, 10).mul(3).softmax(2)
     shares = exit_shares(q, 5)
-    assert torch.equal(find_thresholds(probs, shares), _reference_thresholds(probs, shares))
+    assert torch.equal(find_thresholds(confidences(probs)[0], shares), _reference_thresholds(probs, shares))
 
 
 def test_exit_shares_are_geometric():
@@ -100,9 +101,10 @@ def test_real_early_exit_equals_simulated_sample_by_sample(wrap_imta):
     with torch.no_grad():
         probs = torch.stack([z.softmax(1) for z in model(images)])
     for q in (0.3, 1.0, 1.8):
-        thresholds = find_thresholds(probs, exit_shares(q, 5))
-        simulated_exits = exit_points(probs, thresholds)
-        simulated_preds = probs.argmax(2).gather(0, simulated_exits[None]).squeeze(0)
+        confidence, predictions = confidences(probs)
+        thresholds = find_thresholds(confidence, exit_shares(q, 5))
+        simulated_exits = exit_points(confidence, thresholds)
+        simulated_preds = predictions.gather(0, simulated_exits[None]).squeeze(0)
         preds, exits = early_exit_predict(model, images, thresholds)
         assert torch.equal(exits, simulated_exits)
         assert torch.equal(preds, simulated_preds)

@@ -51,6 +51,9 @@ def test_scope_all_gives_one_over_k_minus_k_plus_1_on_every_scale(images, exit_i
     want, got = _block_output_grads(plain, images, exit_index), _block_output_grads(ge, images, exit_index)
     for k in want:  # k is 0-indexed: 1/(K-k) = 1/(K-k'+1) for the 1-indexed k'
         for g_plain, g_ge in zip(want[k], got[k]):
+            if g_plain is None:  # a finer scale of the exit's own block does not reach the exit
+                assert g_ge is None and k == exit_index
+                continue
             torch.testing.assert_close(g_ge, g_plain / (K - k), rtol=1e-9, atol=1e-18)
 
 

@@ -17,6 +17,11 @@ NO_EXIT = 1e8      # threshold when a share cannot be met: nobody exits there (a
 ALWAYS_EXIT = -1e8  # the last exit's threshold
 
 
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax in at least float32 (AMP logits may be half), in float64 for float64 models."""
+    return logits.softmax(dim=1) if logits.dtype == torch.float64 else logits.float().softmax(dim=1)
+
+
 @torch.no_grad()
 def collect_probs(model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax of every exit on every sample, (K, N, C), with labels (N,). Computed fresh, never cached."""
@@ -24,7 +29,7 @@ def collect_probs(model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor
     model.eval()
     probs, labels = [], []
     for images, y in batches:
-        probs.append(torch.stack([z.float().softmax(dim=1) for z in model(images)]).cpu())
+        probs.append(torch.stack([softmax(z) for z in model(images)]).cpu())
         labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(probs, dim=1), torch.cat(labels)
@@ -45,39 +50,46 @@ def exit_shares(q: float, num_exits: int) -> torch.Tensor:
     return powers / powers.sum()
 
 
-def find_thresholds(probs: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+def confidences(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max softmax, its class) per exit and sample, each (K, N): all the budgeted protocol reads."""
+    confidence, predictions = probs.max(dim=2)
+    return confidence, predictions
+
+
+def find_thresholds(confidence: torch.Tensor, shares: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
     """The reference's greedy per-exit thresholds, vectorised: T_k is the confidence of the
-    ⌊N·share_k⌋-th most confident sample at exit k among those not exited before k."""
-    num_exits, n, _ = probs.shape
-    confidence = probs.max(dim=2).values
-    thresholds = torch.full((num_exits,), NO_EXIT, dtype=confidence.dtype)
-    exited = torch.zeros(n, dtype=torch.bool)
+    ⌊N·share_k⌋-th most confident sample at exit k among those not exited before k.
+    `order` (each exit's samples by falling confidence) may be passed in to reuse it across budgets."""
+    num_exits, n = confidence.shape
+    if order is None:
+        order = confidence.argsort(dim=1, descending=True, stable=True)
+    conf, order = confidence.numpy(), order.numpy()  # numpy: these small ops are ~10× cheaper per call
+    thresholds = np.full(num_exits, NO_EXIT, dtype=conf.dtype)
+    exited = np.zeros(n, dtype=bool)
     for k in range(num_exits - 1):
         target = int(np.floor(n * float(shares[k])))
-        order = confidence[k].argsort(descending=True, stable=True)
-        candidates = order[~exited[order]]
-        if 1 <= target <= len(candidates):
-            thresholds[k] = confidence[k, candidates[target - 1]]
-        exited |= confidence[k] >= thresholds[k]
+        still_in = np.cumsum(~exited[order[k]])  # rank among the samples that have not exited yet
+        if 1 <= target <= still_in[-1]:
+            thresholds[k] = conf[k, order[k][np.searchsorted(still_in, target)]]
+        exited |= conf[k] >= thresholds[k]
     thresholds[-1] = ALWAYS_EXIT
-    return thresholds
+    return torch.from_numpy(thresholds)
 
 
-def exit_points(probs: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+def exit_points(confidence: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """Index of the first exit whose confidence reaches its threshold, per sample (ties exit)."""
-    confidence = probs.max(dim=2).values
     passes = confidence >= thresholds[:, None].to(confidence.dtype)
     passes[-1] = True
     return passes.int().argmax(dim=0)
 
 
-def apply_thresholds(probs: torch.Tensor, labels: torch.Tensor, thresholds: torch.Tensor,
-                     costs: list[float]) -> tuple[float, float, list[int]]:
-    """(accuracy %, expected cost, samples per exit) of exiting `probs` at `thresholds`."""
-    exits = exit_points(probs, thresholds)
-    predictions = probs.argmax(dim=2).gather(0, exits[None]).squeeze(0)
-    counts = torch.bincount(exits, minlength=probs.shape[0])
-    accuracy = 100 * float((predictions == labels).float().mean())
+def apply_thresholds(confidence: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor,
+                     thresholds: torch.Tensor, costs: list[float]) -> tuple[float, float, list[int]]:
+    """(accuracy %, expected cost, samples per exit) of exiting at `thresholds`."""
+    exits = exit_points(confidence, thresholds)
+    predicted = predictions.gather(0, exits[None]).squeeze(0)
+    counts = torch.bincount(exits, minlength=confidence.shape[0])
+    accuracy = 100 * float((predicted == labels).float().mean())
     expected = float((counts.double() / len(labels) * torch.tensor(costs, dtype=torch.float64)).sum())
     return accuracy, expected, counts.tolist()
 
@@ -93,11 +105,14 @@ class BudgetPoint:
 
 def budgeted_curve(val_probs, test_probs, test_labels, costs: list[float], p_values=range(1, 41)) -> list[BudgetPoint]:
     """The (expected cost, accuracy) curve over q = p/20, thresholds from `val_probs`."""
+    val_confidence, _ = confidences(val_probs)
+    order = val_confidence.argsort(dim=1, descending=True, stable=True)
+    test_confidence, test_predictions = confidences(test_probs)
     points = []
     for p in p_values:
         q = p / 20
-        thresholds = find_thresholds(val_probs, exit_shares(q, val_probs.shape[0]))
-        accuracy, cost, counts = apply_thresholds(test_probs, test_labels, thresholds, costs)
+        thresholds = find_thresholds(val_confidence, exit_shares(q, len(costs)), order)
+        accuracy, cost, counts = apply_thresholds(test_confidence, test_predictions, test_labels, thresholds, costs)
         points.append(BudgetPoint(q, cost, accuracy, counts, thresholds.tolist()))
     return points
 
@@ -136,7 +151,7 @@ def early_exit_predict(model: nn.Module, images: torch.Tensor, thresholds: torch
     logits, _ = next(stream)
     num_exits = len(thresholds)
     for k in range(num_exits):
-        confidence, predicted = logits.float().softmax(dim=1).max(dim=1)
+        confidence, predicted = softmax(logits).max(dim=1)
         leave = confidence >= float(thresholds[k]) if k < num_exits - 1 else torch.ones_like(confidence, dtype=torch.bool)
         predictions[remaining[leave]] = predicted[leave]
         exits[remaining[leave]] = k
