@@ -45,7 +45,7 @@ def test_default_init_is_pytorchs_and_he_init_is_opt_in():
     conv = lambda m: m.blocks[0][1].layers[0].conv_normal[3]  # first 3×3 conv of layer 1, scale 0
     assert float(conv(he).weight.detach().std()) == pytest.approx((2 / (9 * conv(he).out_channels)) ** 0.5, rel=0.15)
     assert float(conv(default).weight.detach().std()) < 0.7 * float(conv(he).weight.detach().std())
-    assert all(float(h.linear.bias.abs().sum()) == 0 for h in he.heads)
+    assert all(float(h.linear.bias.detach().abs().sum()) == 0 for h in he.heads)
 
 
 @pytest.mark.parametrize("bad", [dict(stepmode="odd"), dict(prune="mean"), dict(data="svhn"),
