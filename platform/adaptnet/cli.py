@@ -7,23 +7,24 @@ import sys
 
 
 def _costs(args) -> int:
-    from .metrics.costs import costs_as_dict, exit_costs
+    from .metrics.costs import costs_report
     from .models import create_model, model_entry
 
     entry = model_entry(args.model)
     size = args.input_size or entry.input_size
     model = create_model(args.model, args.num_classes)
-    convention = "torchvision" if args.torchvision else "reference"
-    costs = exit_costs(model, size, convention)
-    report = costs_as_dict(args.model, costs, num_classes=args.num_classes or entry.num_classes,
-                           input_size=size, convention=convention)
+    convention = args.convention or entry.cost_convention
+    report = costs_report(args.model, model, size, convention)
+    report["num_classes"] = args.num_classes or entry.num_classes
     if args.json:
         print(json.dumps(report))
-    else:
-        print(f"{args.model}  ({report['num_classes']} classes, {size}×{size}, {convention} convention)")
-        print(f"{'exit':>4}  {'MMACs':>10}  {'Mparams':>8}")
-        for c in costs:
-            print(f"{c.exit:>4}  {c.macs / 1e6:>10.2f}  {c.params / 1e6:>8.3f}")
+        return 0
+    print(f"{args.model}  ({report['num_classes']} classes, {size}×{size}, {convention} convention)")
+    rows = report.get("exits") or report["configs"]
+    key = "exit" if "exits" in report else "skip"
+    print(f"{key:>6}  {'MMACs':>10}  {'Mparams':>8}")
+    for row in rows:
+        print(f"{row[key]:>6}  {row['macs'] / 1e6:>10.2f}  {row['params'] / 1e6:>8.3f}")
     return 0
 
 
@@ -78,8 +79,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("--num-classes", type=int, default=None, help="default: the config's dataset")
     c.add_argument("--input-size", type=int, default=None, help="default: 32 for CIFAR configs, 224 for ImageNet")
-    c.add_argument("--torchvision", action="store_true",
-                   help="plain conv + linear multiply-adds (no ReLU, pooling or bias ops)")
+    c.add_argument("--torchvision", dest="convention", action="store_const", const="torchvision",
+                   help="plain conv + linear (+ attention) multiply-adds, no ReLU, pooling or bias ops")
+    c.add_argument("--reference", dest="convention", action="store_const", const="reference",
+                   help="the MSDNet counter's convention (default for MSDNet; ADN defaults to torchvision's)")
     c.add_argument("--json", action="store_true")
     t = sub.add_parser("train", help="train one run from a YAML config or preset")
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")

@@ -6,7 +6,7 @@ from adaptnet.models import model_entry
 from adaptnet.models.msdnet import block_steps, kept_scales
 
 
-@pytest.mark.parametrize("name", adaptnet.list_models())
+@pytest.mark.parametrize("name", [m for m in adaptnet.list_models() if m.startswith("msdnet")])
 def test_forward_backward_at_batch_2(name):
     entry = model_entry(name)
     model = adaptnet.create_model(name, 7)

@@ -62,14 +62,16 @@ def test_one_for_all_task_weights_and_teacher():
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     task = OneForAllKD(temperature=2.0, gamma=0.25, reduction="batchmean", teacher="stage1")
     torch.manual_seed(1)
+    net.zero_grad()
     out = task(net, images, labels)
+    assert set(out.outputs) == {f"exit{k}" for k in range(1, 6)}
     assert set(out.losses) == {f"ce_exit{k}" for k in range(1, 6)} | {f"kd_exit{k}" for k in range(1, 5)}
     torch.manual_seed(1)
     logits, backbone_logits = net(images, return_backbone=True)
     torch.testing.assert_close(out.losses["ce_exit5"], F.cross_entropy(logits[-1], labels))
     torch.testing.assert_close(out.losses["ce_exit2"], 0.75 * F.cross_entropy(logits[1], labels))
     torch.testing.assert_close(out.losses["kd_exit1"], 0.25 * kd_loss(logits[0], backbone_logits[-1], 2.0, "batchmean"))
-    sum(out.losses.values()).backward()
+    # the task has back-propagated its losses:
     assert all(p.grad is None for p in net.backbone.parameters())
     assert all(p.grad is not None for p in net.isc.parameters())
 

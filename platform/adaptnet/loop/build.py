@@ -5,12 +5,13 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from ..techniques import IMTANet, MultiExitCE, OneForAllKD, Task
+from ..techniques import IMTANet, MultiExitCE, OneForAllKD, SuperBaseDistillation, Task
 from .config import RunConfig
 
 
 def build_backbone(cfg: RunConfig, num_classes: int) -> nn.Module:
-    return create_model(cfg.model.name, num_classes, ge_scope=cfg.model.ge_scope, **cfg.model.args)
+    ge = {"ge_scope": cfg.model.ge_scope} if cfg.model.ge_scope else {}  # only multi-exit nets take it
+    return create_model(cfg.model.name, num_classes, **ge, **cfg.model.args)
 
 
 def _imta_net(cfg: RunConfig, num_classes: int, frozen: bool) -> IMTANet:
@@ -28,6 +29,10 @@ def build_training(cfg: RunConfig, num_classes: int, load_pretrained: bool = Tru
     if cfg.technique == "multi_exit":
         model = build_backbone(cfg, num_classes)
         return model, MultiExitCE(cfg.train.exit_weights, model.num_exits)
+    if cfg.technique == "adn_distill":
+        a = cfg.adn
+        return build_backbone(cfg, num_classes), SuperBaseDistillation(a.alpha, a.temperature, a.top_k, a.student,
+                                                                       a.student_loss)
     if cfg.technique == "imta_joint":
         return _imta_net(cfg, num_classes, frozen=False), _kd(cfg, "live")
     if cfg.technique == "imta_stage2":

@@ -14,7 +14,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
 
-from ..models import create_model, list_models, model_entry
+from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry
 
 
 class ConfigError(ValueError):
@@ -53,10 +53,15 @@ class DataConfig(Strict):
 
 
 class OptimConfig(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 1e-4
+    norm_bias_weight_decay: NonNegativeFloat | None = Field(
+        None, description="weight decay of norm weights and biases (1-d parameters); default: weight_decay")
+    warmup_epochs: float = Field(0, ge=0, description="linear warm-up from warmup_factor·lr")
+    warmup_factor: float = Field(0.01, gt=0, le=1)
     schedule: Literal["multistep", "cosine"] = "multistep"
     milestones: list[float] = Field([0.5, 0.75], description="multistep drops, as fractions of the epochs")
     gamma: float = Field(0.1, gt=0, le=1)
@@ -104,6 +109,17 @@ class IMTAConfig(Strict):
     stage2_epochs: PositiveInt | None = Field(None, description="imta_two_stage: stage-2 epochs (default: train.epochs)")
 
 
+class ADNConfig(Strict):
+    """ADN self-distillation (brief §2.1); defaults are the NeurIPS release's."""
+
+    alpha: float = Field(0.5, ge=0, le=1, description="α·CE(super) + (1−α)·T²·KL(super ‖ student)")
+    temperature: float = Field(1.0, gt=0)
+    top_k: PositiveInt | None = Field(None, description="KD over the teacher's top-K classes (release: 500); "
+                                      "None or K ≥ classes: all classes")
+    student: Literal["base", "random"] = Field("base", description="ablation: a random sub-network as student")
+    student_loss: Literal["kd", "ce"] = Field("kd", description="ablation: CE on the student instead of KD")
+
+
 class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str = "runs"
@@ -111,10 +127,12 @@ class RunConfig(Strict):
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig
-    technique: Literal["multi_exit", "imta_two_stage", "imta_stage2", "imta_joint"] = Field(
+    technique: Literal["multi_exit", "imta_two_stage", "imta_stage2", "imta_joint", "adn_distill"] = Field(
         "multi_exit", description="multi_exit: Σ w_k CE (with model.ge_scope for GE); imta_two_stage: GE stage 1 "
-        "then ISC + KD on the frozen backbone; imta_stage2: stage 2 alone; imta_joint: one stage, live teacher")
+        "then ISC + KD on the frozen backbone; imta_stage2: stage 2 alone; imta_joint: one stage, live teacher; "
+        "adn_distill: super→base self-distillation of an adaptive-depth model")
     imta: IMTAConfig = Field(default_factory=IMTAConfig)
+    adn: ADNConfig = Field(default_factory=ADNConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -189,11 +207,17 @@ def check_against_model(cfg: RunConfig) -> None:
             raise ConfigError(f"model.args.{key}: not an argument of {cfg.model.name}")
     try:
         with torch.device("meta"):
-            model = create_model(cfg.model.name, ge_scope=cfg.model.ge_scope, **cfg.model.args)
+            ge = {"ge_scope": cfg.model.ge_scope} if cfg.model.ge_scope else {}
+            model = create_model(cfg.model.name, **ge, **cfg.model.args)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model.args: {err}") from None
     if cfg.technique == "imta_stage2" and not cfg.imta.stage1_checkpoint:
         raise ConfigError("imta.stage1_checkpoint: required when technique is imta_stage2")
+    family = MultiExitNet if cfg.technique != "adn_distill" else SkippableDepthNet
+    if not isinstance(model, family):
+        raise ConfigError(f"technique: {cfg.technique} needs a {family.__name__} model, {cfg.model.name} is not one")
+    if cfg.model.ge_scope and not isinstance(model, MultiExitNet):
+        raise ConfigError(f"model.ge_scope: {cfg.model.name} has no exits to equalise")
     weights = cfg.train.exit_weights
     if isinstance(weights, list) and len(weights) != model.num_exits:
         raise ConfigError(f"train.exit_weights: {cfg.model.name} has {model.num_exits} exits, got {len(weights)} weights")

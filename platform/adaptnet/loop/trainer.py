@@ -14,8 +14,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import Prepared, prepare_data
-from ..metrics import exit_costs
-from ..metrics.adaptive import anytime_accuracy, collect_probs
+from ..metrics.costs import costs_report
+from ..models import model_entry
 from .build import build_training
 from .config import RunConfig
 
@@ -51,21 +51,54 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters; norm weights and biases may get their own weight decay."""
+    o = cfg.optim
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    flat_decay = o.weight_decay if o.norm_bias_weight_decay is None else o.norm_bias_weight_decay
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": o.weight_decay},
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": flat_decay}]
+    groups = [g for g in groups if g["params"]]
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
 def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
-    """Multistep drops at whole epochs (as the reference) or a per-iteration cosine from 1 to 0."""
-    epochs = cfg.train.epochs
-    if cfg.optim.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
+    """Linear warm-up, then multistep drops at whole epochs (as the reference) or a per-iteration cosine."""
+    epochs, o = cfg.train.epochs, cfg.optim
+    warmup_steps = o.warmup_epochs * steps_per_epoch
+    if step < warmup_steps:
+        return o.warmup_factor + (1 - o.warmup_factor) * step / warmup_steps
+    if o.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / (epochs * steps_per_epoch - warmup_steps)))
     epoch = step // steps_per_epoch
-    drops = sum(epoch >= round(m * epochs) for m in cfg.optim.milestones)
-    return cfg.optim.gamma ** drops
+    drops = sum(epoch >= round(m * epochs) for m in o.milestones)
+    return o.gamma ** drops
 
 
-def evaluate(model: nn.Module, batches) -> dict[str, list[float]]:
-    """Per-exit top-1/top-5 accuracy (%) and cross-entropy over one pass of `batches`."""
-    probs, labels = collect_probs(model, batches)
-    nll = -probs.gather(2, labels[None, :, None].expand(probs.shape[0], -1, 1)).clamp_min(1e-12).log()
-    return {**anytime_accuracy(probs, labels), "loss": nll.mean(dim=(1, 2)).tolist()}
+@torch.no_grad()
+def evaluate(model: nn.Module, batches) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and cross-entropy of each named output (`model.named_logits`), e.g.
+    `top1_exit3` or `top1_base`, over one pass of `batches`."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    for images, labels in batches:
+        for name, logits in model.named_logits(images).items():
+            logits = logits.float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(labels[:, None])
+            row = torch.stack([top5[:, 0].sum(), top5.any(1).sum(),
+                               torch.nn.functional.cross_entropy(logits, labels, reduction="sum")]).double().cpu()
+            sums[name] = sums.get(name, 0) + row
+        n += len(labels)
+    model.train(was_training)
+    metrics = {}
+    for name, (top1, top5, loss) in sums.items():
+        metrics.update({f"top1_{name}": 100 * float(top1) / n, f"top5_{name}": 100 * float(top5) / n,
+                        f"loss_{name}": float(loss) / n})
+    return metrics
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -91,9 +124,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     torch.manual_seed(cfg.train.seed)
     model, task = build_training(cfg, data.num_classes, load_pretrained=resume is None)
     model = model.to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
-                                momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = build_optimizer(cfg, model)
     steps_per_epoch = len(data.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -105,6 +136,10 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         scaler.load_state_dict(resume["scaler"])
         start_epoch = resume["epoch"] + 1
     trained = dist.wrap_model(model)
+
+    def backward(loss: torch.Tensor) -> None:
+        with torch.autocast(device.type, enabled=False):  # backward reuses the forward's autocast dtypes
+            scaler.scale(loss).backward()
 
     history = []
     if dist.is_main:
@@ -119,17 +154,15 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         trained.train()
         sums: dict[str, torch.Tensor] = {}
         seen = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros(model.num_exits, dtype=torch.float64)
+        correct: dict[str, float] = {}
         started = time.perf_counter()
         bar = tqdm(data.train, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=not (cfg.train.progress and dist.is_main))
         for images, labels in bar:
-            with torch.autocast(device.type, enabled=use_amp):
-                out = task(trained, images, labels)
-                loss = sum(out.losses.values())
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            with torch.autocast(device.type, enabled=use_amp):
+                out = task(trained, images, labels, backward)
+            scaler.step(optimizer)  # one step after all of the task's backward passes
             scaler.update()
             scheduler.step()
 
@@ -137,30 +170,29 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
             seen += n
             for name, value in out.losses.items():
                 sums[name] = sums.get(name, torch.zeros((), dtype=torch.float64)) + float(value.detach()) * n
-            for k, logits in enumerate(out.logits):
-                correct[k] += float((logits.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            for name, logits in out.outputs.items():
+                correct[name] = correct.get(name, 0.0) + float((logits.argmax(1) == labels).sum())
+            bar.set_postfix(loss=f"{sum(float(v.detach()) for v in out.losses.values()):.3f}")
 
         # Per-exit train metrics, summed over ranks; held-out and test evaluation on the main process.
-        totals = dist.all_reduce_sum(torch.cat([torch.stack(list(sums.values())), correct, seen[None]]))
-        n_total = float(totals[-1])
+        local = torch.cat([torch.stack(list(sums.values())), torch.tensor(list(correct.values()), dtype=torch.float64),
+                           seen[None]])
+        totals = dist.all_reduce_sum(local).tolist()
+        n_total = totals[-1]
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                    "epoch_time_s": time.perf_counter() - started}
-        metrics.update({f"train/{name}": float(v) / n_total for name, v in zip(sums, totals[: len(sums)])})
-        metrics.update({f"train/top1_exit{k + 1}": 100 * float(c) / n_total
-                        for k, c in enumerate(totals[len(sums): len(sums) + model.num_exits])})
+        metrics.update({f"train/{name}": v / n_total for name, v in zip(sums, totals)})
+        metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
         if dist.is_main:
             for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
                 if batches is None:
                     continue
-                result = evaluate(model, batches)
-                for key, per_exit in result.items():
-                    metrics.update({f"{split_name}/{key}_exit{k + 1}": v for k, v in enumerate(per_exit)})
+                metrics.update({f"{split_name}/{key}": v for key, v in evaluate(model, batches).items()})
         saved = None
         if dist.is_main:
             saved = _save_checkpoint(ckpt_file, model, optimizer, scheduler, scaler, epoch, cfg, data.split)
             history.append(metrics)
-            _keep_best(run_dir, saved, metrics, history, model.num_exits)
+            _keep_best(run_dir, saved, metrics, history, selection_metric(model))
             with open(run_dir / "metrics.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")
         for callback in callbacks:
@@ -174,9 +206,10 @@ def _split_from(cfg: RunConfig) -> dict | None:
     return torch.load(cfg.data.split_from, map_location="cpu", weights_only=False)["split"]
 
 
-def selection_metric(num_exits: int) -> str:
-    """Model selection on the held-out split's last exit (never on the test set, unlike the IMTA scripts)."""
-    return f"holdout/top1_exit{num_exits}"
+def selection_metric(model: nn.Module) -> str:
+    """Model selection on the held-out split (never on the test set, unlike the IMTA scripts): the last exit
+    of a multi-exit net, the super-net of an adaptive-depth one."""
+    return f"holdout/top1_{model.primary_output}"
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -185,8 +218,7 @@ def best_checkpoint(run_dir: Path) -> Path:
     return best if best.exists() else checkpoint_path(run_dir)
 
 
-def _keep_best(run_dir: Path, saved: Path, metrics: dict, history: list[dict], num_exits: int) -> None:
-    key = selection_metric(num_exits)
+def _keep_best(run_dir: Path, saved: Path, metrics: dict, history: list[dict], key: str) -> None:
     if key in metrics and metrics[key] >= max(m.get(key, float("-inf")) for m in history):
         shutil.copyfile(saved, run_dir / "checkpoints" / "best.pt")
 
@@ -213,6 +245,6 @@ def _read_history(run_dir: Path, start_epoch: int) -> list[dict]:
 
 
 def _write_costs(model: nn.Module, cfg: RunConfig, data: Prepared, run_dir: Path) -> None:
-    image_size = data.test.images.shape[-1]
-    costs = [vars(c) for c in exit_costs(model, image_size)]
-    (run_dir / "costs.json").write_text(json.dumps({"model": cfg.model.name, "input_size": image_size, "exits": costs}))
+    convention = model_entry(cfg.model.name).cost_convention
+    report = costs_report(cfg.model.name, model, data.test.images.shape[-1], convention)
+    (run_dir / "costs.json").write_text(json.dumps(report))

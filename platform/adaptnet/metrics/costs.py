@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AvgPoolNd, _MaxPoolNd
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 Convention = Literal["reference", "torchvision"]
 
@@ -42,41 +42,97 @@ def _reference_extra_ops(module: nn.Module, inputs, output) -> int:
     return 0
 
 
-@torch.no_grad()
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """flop_counter has formulas for the CUDA attention kernels, not for the CPU flash kernel."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_EXTRA_FORMULAS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_attention_flops
+
+
+class _Meter:
+    """Counts multiply-adds and the parameters of modules that ran, while active; `read()` any time."""
+
+    def __init__(self, model: nn.Module, convention: Convention):
+        if convention not in ("reference", "torchvision"):
+            raise ValueError(f"convention: must be 'reference' or 'torchvision', got {convention!r}")
+        self.model, self.convention = model, convention
+        self.extra_ops = 0
+        self.params = 0
+        self.seen: set[int] = set()
+        self.counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+
+    def _on_module(self, module, inputs, output):
+        if id(module) not in self.seen:  # a module's own parameters count once, however often it runs
+            self.seen.add(id(module))
+            self.params += sum(p.numel() for p in module.parameters(recurse=False))
+        if self.convention == "reference":
+            self.extra_ops += _reference_extra_ops(module, inputs, output)
+
+    def read(self) -> tuple[int, int]:
+        """(multiply-adds, parameters) so far; flop_counter counts a multiply-add as 2 FLOPs."""
+        return int(self.counter.get_total_flops() // 2 + self.extra_ops), int(self.params)
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        self.handles = [m.register_forward_hook(self._on_module) for m in self.model.modules()]
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+        self.counter.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.counter.__exit__(*exc)
+        self.no_grad.__exit__(*exc)
+        for h in self.handles:
+            h.remove()
+        self.model.train(self.was_training)
+        return False
+
+
+def _zero_image(model: nn.Module, input_size: int) -> torch.Tensor:
+    return torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
+
+
 def exit_costs(model: nn.Module, input_size: int = 32, convention: Convention = "reference") -> list[ExitCost]:
     """Runs one zero image through `model.exit_stream` (see MultiExitNet) and returns cumulative costs."""
-    if convention not in ("reference", "torchvision"):
-        raise ValueError(f"convention: must be 'reference' or 'torchvision', got {convention!r}")
-    was_training = model.training
-    model.eval()
-    extra_ops = 0
-    seen: set[int] = set()
-    params = 0
-    snapshots: list[ExitCost] = []
-    counter = FlopCounterMode(display=False)
-
-    def on_module(module, inputs, output):
-        nonlocal extra_ops, params
-        if id(module) not in seen:  # a module's own parameters count once, however often it runs
-            seen.add(id(module))
-            params += sum(p.numel() for p in module.parameters(recurse=False))
-        if convention == "reference":
-            extra_ops += _reference_extra_ops(module, inputs, output)
-
-    handles = [m.register_forward_hook(on_module) for m in model.modules()]
-    try:
-        device = next(model.parameters()).device
-        with counter:
-            # exit_stream runs block k then exit k, so each snapshot holds what exit k really costs.
-            for k, _ in enumerate(model.exit_stream(torch.zeros(1, 3, input_size, input_size, device=device))):
-                macs = counter.get_total_flops() // 2 + extra_ops  # flop_counter counts a multiply-add as 2
-                snapshots.append(ExitCost(exit=k + 1, macs=int(macs), params=int(params)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    snapshots = []
+    with _Meter(model, convention) as meter:
+        # exit_stream runs block k then exit k, so each snapshot holds what exit k really costs.
+        for k, _ in enumerate(model.exit_stream(_zero_image(model, input_size))):
+            macs, params = meter.read()
+            snapshots.append(ExitCost(exit=k + 1, macs=macs, params=params))
     return snapshots
 
 
-def costs_as_dict(model_name: str, costs: list[ExitCost], **extra) -> dict:
-    return {"model": model_name, **extra, "exits": [asdict(c) for c in costs]}
+@dataclass(frozen=True)
+class SubnetCost:
+    skip: str      # one letter per stage: T = skippable sub-path skipped, F = run
+    macs: int
+    params: int
+
+
+def skip_string(skip: tuple[bool, ...]) -> str:
+    return "".join("T" if s else "F" for s in skip)
+
+
+def subnet_costs(model: nn.Module, input_size: int = 224, convention: Convention = "torchvision") -> list[SubnetCost]:
+    """Cost of each of the 2^S sub-networks of a skippable-depth model (see `skip_configs`)."""
+    costs = []
+    for skip in model.skip_configs():
+        with _Meter(model, convention) as meter:
+            model(_zero_image(model, input_size), skip=skip)
+            macs, params = meter.read()
+        costs.append(SubnetCost(skip_string(skip), macs, params))
+    return costs
+
+
+def costs_report(model_name: str, model: nn.Module, input_size: int, convention: Convention) -> dict:
+    """`adaptnet costs` output: cumulative cost per exit, or cost per sub-network."""
+    report = {"model": model_name, "input_size": input_size, "convention": convention}
+    if hasattr(model, "skip_configs"):
+        return {**report, "configs": [asdict(c) for c in subnet_costs(model, input_size, convention)]}
+    return {**report, "exits": [asdict(c) for c in exit_costs(model, input_size, convention)]}

@@ -26,6 +26,11 @@ def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, factor)
 
 
+def name_exits(logits: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """exit1, exit2, …: how per-exit outputs are named in losses, metrics and reports."""
+    return {f"exit{k + 1}": z for k, z in enumerate(logits)}
+
+
 class MultiExitNet(nn.Module):
     """Backbone of `blocks` with one exit head after each; subclasses fill both ModuleLists.
 
@@ -50,6 +55,14 @@ class MultiExitNet(nn.Module):
     @property
     def num_exits(self) -> int:
         return len(self.heads)
+
+    @property
+    def primary_output(self) -> str:
+        """The output model selection reads: the last exit."""
+        return f"exit{self.num_exits}"
+
+    def named_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return name_exits(self(x))
 
     def _rescale(self, state, factor: float):
         if self.ge_scope is None:

@@ -13,16 +13,18 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     num_classes: int          # default class count of the dataset the config was designed for
     input_size: int           # default square input resolution
+    cost_convention: str      # the convention its paper's cost numbers use (see metrics.costs)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, builder: Callable[..., nn.Module], *, num_classes: int, input_size: int, **kwargs) -> None:
+def register_model(name: str, builder: Callable[..., nn.Module], *, num_classes: int, input_size: int,
+                   cost_convention: str = "reference", **kwargs) -> None:
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelEntry(name, builder, num_classes, input_size, kwargs)
+    _REGISTRY[name] = ModelEntry(name, builder, num_classes, input_size, cost_convention, kwargs)
 
 
 def list_models() -> list[str]:

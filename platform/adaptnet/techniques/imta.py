@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.exits import MultiExitNet
+from ..models.exits import MultiExitNet, name_exits
 
 KDReduction = Literal["official", "batchmean"]
 
@@ -69,6 +69,13 @@ class IMTANet(nn.Module):
     @property
     def num_exits(self) -> int:
         return self.backbone.num_exits
+
+    @property
+    def primary_output(self) -> str:
+        return self.backbone.primary_output
+
+    def named_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return name_exits(self(x))
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,25 +1,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union
+from typing import Callable, Protocol, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.exits import name_exits
 from .imta import IMTANet, KDReduction, kd_loss
 
 ExitWeights = Union[str, Sequence[float]]
 
 
+Backward = Callable[[torch.Tensor], None]
+
+
 @dataclass
 class TaskOutput:
-    losses: dict[str, torch.Tensor]   # named, already weighted; the loop back-propagates their sum
-    logits: list[torch.Tensor]        # one per exit, for per-exit training accuracy
+    losses: dict[str, torch.Tensor]   # named and weighted, for logging (already back-propagated)
+    outputs: dict[str, torch.Tensor]  # named logits (exit1.., or super/base) for training accuracy
 
 
 class Task(Protocol):
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> TaskOutput: ...
+    """One training step's forward passes: calls `backward(loss)` once per pass (the loop's backward
+    handles AMP scaling), and returns what it computed. The loop zeroes gradients before and steps after."""
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, backward: Backward) -> TaskOutput: ...
+
+
+def plain_backward(loss: torch.Tensor) -> None:
+    loss.backward()
 
 
 def exit_weight_vector(weights: ExitWeights, num_exits: int) -> list[float]:
@@ -44,13 +55,15 @@ class MultiExitCE:
     def __init__(self, weights: ExitWeights, num_exits: int):
         self.weights = exit_weight_vector(weights, num_exits)
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 backward: Backward = plain_backward) -> TaskOutput:
         logits = model(images)
         losses = {
             f"ce_exit{k + 1}": w * F.cross_entropy(z, labels)
             for k, (w, z) in enumerate(zip(self.weights, logits)) if w != 0
         }
-        return TaskOutput(losses, logits)
+        backward(sum(losses.values()))
+        return TaskOutput(losses, name_exits(logits))
 
 
 class OneForAllKD:
@@ -65,7 +78,8 @@ class OneForAllKD:
             raise ValueError(f"teacher: must be 'stage1' or 'live', got {teacher!r}")
         self.temperature, self.gamma, self.reduction, self.teacher = temperature, gamma, reduction, teacher
 
-    def __call__(self, model: IMTANet, images: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
+    def __call__(self, model: IMTANet, images: torch.Tensor, labels: torch.Tensor,
+                 backward: Backward = plain_backward) -> TaskOutput:
         logits, backbone_logits = model(images, return_backbone=True)  # through forward: DDP-safe
         teacher = backbone_logits[-1] if self.teacher == "stage1" else logits[-1]
         last = len(logits)
@@ -73,4 +87,5 @@ class OneForAllKD:
         for k, z in enumerate(logits[:-1], start=1):
             losses[f"ce_exit{k}"] = (1 - self.gamma) * F.cross_entropy(z, labels)
             losses[f"kd_exit{k}"] = self.gamma * kd_loss(z, teacher, self.temperature, self.reduction)
-        return TaskOutput(losses, logits)
+        backward(sum(losses.values()))
+        return TaskOutput(losses, name_exits(logits))

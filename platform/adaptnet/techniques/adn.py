@@ -1,0 +1,59 @@
+"""ADN super-net → base-net self-distillation (Kang & Lee, NeurIPS 2024; brief §2.1).
+
+One step: super forward → α·CE → backward (frees the super graph); base forward →
+(1−α)·T²·KL(teacher ‖ student) over the teacher's top-K classes → backward; then one optimizer step.
+Ablations of brief §8: CE on the student instead of KD (`student_loss="ce"`) and a random sub-network
+as the student (`student="random"`); skip-aware norms are switched off at the model (`skip_aware_norms`).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..models.skippable import SkippableDepthNet
+from .tasks import Backward, TaskOutput, plain_backward
+
+
+def top_k_kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)), batch-mean, both renormalised over the teacher's top-K classes
+    (all classes when K is None or ≥ C); the teacher is detached."""
+    teacher = teacher.detach()
+    if top_k is not None and top_k < teacher.shape[1]:
+        classes = teacher.topk(top_k, dim=1).indices
+        teacher, student = teacher.gather(1, classes), student.gather(1, classes)
+    log_student = F.log_softmax(student / temperature, dim=1)
+    soft_teacher = F.softmax(teacher / temperature, dim=1)
+    return temperature ** 2 * F.kl_div(log_student, soft_teacher, reduction="batchmean")
+
+
+class SuperBaseDistillation:
+    def __init__(self, alpha: float = 0.5, temperature: float = 1.0, top_k: int | None = None,
+                 student: Literal["base", "random"] = "base", student_loss: Literal["kd", "ce"] = "kd"):
+        if student not in ("base", "random") or student_loss not in ("kd", "ce"):
+            raise ValueError(f"student/student_loss: got {student!r}/{student_loss!r}")
+        self.alpha, self.temperature, self.top_k = alpha, temperature, top_k
+        self.student, self.student_loss = student, student_loss
+
+    def _student_skip(self, num_stages: int) -> tuple[bool, ...]:
+        if self.student == "base":
+            return (True,) * num_stages
+        code = int(torch.randint(1, 2 ** num_stages, ()))  # any sub-network but the super-net
+        return tuple(bool(code >> (num_stages - 1 - s) & 1) for s in range(num_stages))
+
+    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor, backward: Backward = plain_backward) -> TaskOutput:
+        net: SkippableDepthNet = getattr(model, "module", model)  # DDP wraps; the stage count is the net's
+        stages = net.num_stages
+        teacher = model(images, skip=(False,) * stages)
+        super_loss = self.alpha * F.cross_entropy(teacher, labels)
+        backward(super_loss)  # frees the super-net graph before the student runs: peak memory ≈ one pass
+        student = model(images, skip=self._student_skip(stages))
+        if self.student_loss == "kd":
+            name, raw = "kd_base", top_k_kd_loss(student, teacher, self.temperature, self.top_k)
+        else:
+            name, raw = "ce_base", F.cross_entropy(student, labels)
+        student_loss = (1 - self.alpha) * raw
+        backward(student_loss)
+        return TaskOutput({"ce_super": super_loss, name: student_loss},
+                          {"super": teacher.detach(), "base": student.detach()})
