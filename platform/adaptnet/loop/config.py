@@ -205,6 +205,8 @@ def check_against_model(cfg: RunConfig) -> None:
     for key in cfg.model.args:
         if key not in accepted or key in ("num_classes", "ge_scope"):
             raise ConfigError(f"model.args.{key}: not an argument of {cfg.model.name}")
+    if cfg.model.ge_scope and "ge_scope" not in accepted:
+        raise ConfigError(f"model.ge_scope: {cfg.model.name} has no exits to equalise")
     try:
         with torch.device("meta"):
             ge = {"ge_scope": cfg.model.ge_scope} if cfg.model.ge_scope else {}
@@ -216,8 +218,6 @@ def check_against_model(cfg: RunConfig) -> None:
     family = MultiExitNet if cfg.technique != "adn_distill" else SkippableDepthNet
     if not isinstance(model, family):
         raise ConfigError(f"technique: {cfg.technique} needs a {family.__name__} model, {cfg.model.name} is not one")
-    if cfg.model.ge_scope and not isinstance(model, MultiExitNet):
-        raise ConfigError(f"model.ge_scope: {cfg.model.name} has no exits to equalise")
     weights = cfg.train.exit_weights
     if isinstance(weights, list) and len(weights) != model.num_exits:
         raise ConfigError(f"train.exit_weights: {cfg.model.name} has {model.num_exits} exits, got {len(weights)} weights")

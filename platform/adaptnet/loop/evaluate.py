@@ -5,12 +5,14 @@ from pathlib import Path
 
 import torch
 
-from ..data import DataError, prepare_data
-from ..metrics import exit_costs
+from ..data import DataError, Prepared, prepare_data
+from ..metrics.costs import exit_costs, skip_string, subnet_costs
+from ..metrics.depth import best_under_budget, pareto_front, residual_ratios
+from ..models import SkippableDepthNet, model_entry
 from ..metrics.adaptive import accuracy_at_budgets, anytime_accuracy, budgeted_curve, collect_probs, curve_area, point_as_dict
 from .build import build_training
 from .config import RunConfig
-from .trainer import pick_device
+from .trainer import evaluate, pick_device
 
 
 def load_checkpoint_model(path: str | Path, device: str = "auto"):
@@ -29,24 +31,50 @@ def load_checkpoint_model(path: str | Path, device: str = "auto"):
 
 
 def evaluate_checkpoint(path: str | Path, budgets: list[float] = (), device: str = "auto") -> dict:
+    """The report of `adaptnet evaluate`: per exit and budgeted for multi-exit nets, per sub-network for ADN."""
     cfg, data, model = load_checkpoint_model(path, device)
+    header = {"checkpoint": str(path), "run": cfg.name, "model": cfg.model.name, "technique": cfg.technique}
     if data.holdout is None:
-        raise DataError("data.holdout: budgeted evaluation needs held-out images to calibrate thresholds (holdout=0)")
+        raise DataError("data.holdout: thresholds and sub-network selection need held-out images (holdout=0)")
+    report = subnet_report if isinstance(model, SkippableDepthNet) else exit_report
+    return {**header, **report(cfg, data, model, list(budgets))}
+
+
+def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float]) -> dict:
     costs = [c.macs for c in exit_costs(model, data.test.images.shape[-1])]
     val_probs, _ = collect_probs(model, data.holdout)
     test_probs, test_labels = collect_probs(model, data.test)
     curve = budgeted_curve(val_probs, test_probs, test_labels, costs)
     return {
-        "checkpoint": str(path),
-        "run": cfg.name,
-        "model": cfg.model.name,
-        "technique": cfg.technique,
         "exit_macs": costs,
         "anytime": anytime_accuracy(test_probs, test_labels),
         "budgeted": {
             "curve": [point_as_dict(p) for p in curve],
             "area": curve_area(curve),
             "budgets": list(budgets),
-            "accuracy_at_budgets": accuracy_at_budgets(curve, list(budgets)),
+            "accuracy_at_budgets": accuracy_at_budgets(curve, budgets),
         },
+    }
+
+
+def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budgets: list[float]) -> dict:
+    """Every one of the 2^S sub-networks on held-out and test data; the front and the per-budget choice are
+    made on the held-out split and reported on test."""
+    convention = model_entry(cfg.model.name).cost_convention
+    costs = {c.skip: c for c in subnet_costs(model, data.test.images.shape[-1], convention)}
+    configs = model.skip_configs()
+
+    def every_subnet(images):
+        return {skip_string(skip): model(images, skip=skip) for skip in configs}
+
+    held, test = evaluate(model, data.holdout, every_subnet), evaluate(model, data.test, every_subnet)
+    rows = [{"skip": name, "macs": cost.macs, "params": cost.params, "holdout_top1": held[f"top1_{name}"],
+             "test_top1": test[f"top1_{name}"], "test_top5": test[f"top5_{name}"]} for name, cost in costs.items()]
+    probe = next(iter(data.holdout))[0][:64]
+    return {
+        "subnets": rows,
+        "pareto_front": [r["skip"] for r in pareto_front(rows, "holdout_top1")],
+        "budgets": [{"budget": b, "choice": best_under_budget(rows, b, "holdout_top1")} for b in budgets],
+        "residual_ratios": {name: residual_ratios(model, probe, skip)
+                            for name, skip in (("super", configs[0]), ("base", configs[-1]))},
     }

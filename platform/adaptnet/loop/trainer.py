@@ -78,15 +78,16 @@ def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and cross-entropy of each named output (`model.named_logits`), e.g.
-    `top1_exit3` or `top1_base`, over one pass of `batches`."""
+def evaluate(model: nn.Module, batches, outputs: Callable[[torch.Tensor], dict] | None = None) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and cross-entropy of each named output, e.g. `top1_exit3` or `top1_base`,
+    over one pass of `batches`. `outputs(images)` gives the named logits (default: `model.named_logits`)."""
     was_training = model.training
     model.eval()
+    outputs = outputs or model.named_logits
     sums: dict[str, torch.Tensor] = {}
     n = 0
     for images, labels in batches:
-        for name, logits in model.named_logits(images).items():
+        for name, logits in outputs(images).items():
             logits = logits.float()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(labels[:, None])
             row = torch.stack([top5[:, 0].sum(), top5.any(1).sum(),

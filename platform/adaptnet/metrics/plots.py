@@ -10,9 +10,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_runs(results: list[dict], out_dir: str | Path) -> list[Path]:
-    """Writes anytime.png and budgeted.png for `evaluate_checkpoint` results; returns the paths."""
+    """Writes the plots of `evaluate_checkpoint` results (several runs overlaid); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    exits = [r for r in results if "exit_macs" in r]
+    subnets = [r for r in results if "subnets" in r]
+    return (_plot_exits(exits, out) if exits else []) + ([_plot_subnets(subnets, out)] if subnets else [])
+
+
+def _plot_subnets(results: list[dict], out: Path) -> Path:
+    """Test top-1 of every sub-network against its cost, the held-out Pareto front joined by a line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for result in results:
+        rows = {r["skip"]: r for r in result["subnets"]}
+        dots = ax.scatter([r["macs"] / 1e6 for r in rows.values()], [r["test_top1"] for r in rows.values()], s=14,
+                          label=f"{result['run']} ({result['model']})")
+        front = [rows[s] for s in result["pareto_front"]]
+        ax.plot([r["macs"] / 1e6 for r in front], [r["test_top1"] for r in front], color=dots.get_facecolor()[0])
+        for r in (front[0], front[-1]):
+            ax.annotate(r["skip"], (r["macs"] / 1e6, r["test_top1"]), fontsize=7)
+    return _save(fig, ax, "sub-networks (line: held-out Pareto front)", out / "subnets.png")
+
+
+def _save(fig, ax, title: str, path: Path) -> Path:
+    ax.set_xlabel("multiply-adds per image (M)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_exits(results: list[dict], out: Path) -> list[Path]:
     paths = []
     for kind in ("anytime", "budgeted"):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -24,14 +56,6 @@ def plot_runs(results: list[dict], out_dir: str | Path) -> list[Path]:
                 points = sorted(result["budgeted"]["curve"], key=lambda p: p["cost"])
                 xs, ys = [p["cost"] for p in points], [p["accuracy"] for p in points]
             ax.plot([x / 1e6 for x in xs], ys, marker="o", markersize=3, label=label)
-        ax.set_xlabel("multiply-adds per image (M)")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_title("anytime prediction" if kind == "anytime" else "budgeted batch classification")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{kind}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        title = "anytime prediction" if kind == "anytime" else "budgeted batch classification"
+        paths.append(_save(fig, ax, title, out / f"{kind}.png"))
     return paths

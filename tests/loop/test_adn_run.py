@@ -1,0 +1,42 @@
+"""ADN end to end on real CIFAR-10 (tiny): self-distillation training, then the 2^S sub-network report."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from adaptnet.loop import ConfigError, fit, load_config
+from adaptnet.loop.trainer import checkpoint_path
+
+
+def test_adn_run_and_subnetwork_report(tmp_path, cifar10_spec):
+    cfg = load_config("cifar10-resnet56-adn", [
+        f"output_dir={tmp_path}", f"data.dataset={cifar10_spec}", "data.train_subset=256", "data.holdout=128",
+        "data.test_subset=128", "train.epochs=1", "train.batch_size=32", "train.progress=false"])
+    result = fit(cfg)
+    assert {"train/ce_super", "train/kd_base", "train/top1_base", "holdout/top1_super", "test/top1_base"} <= set(result.metrics)
+    costs = json.loads((result.run_dir / "costs.json").read_text())
+    assert [c["skip"] for c in costs["configs"]][:2] == ["FFF", "FFT"] and len(costs["configs"]) == 8
+
+    out = subprocess.run([sys.executable, "-m", "adaptnet.cli", "evaluate", str(checkpoint_path(result.run_dir)),
+                          "--json", "--budgets", "80e6,200e6", "--plot-dir", str(tmp_path), "--device", "cpu"],
+                         capture_output=True, text=True, check=True).stdout
+    report = json.loads(out)
+    rows = {r["skip"]: r for r in report["subnets"]}
+    assert len(rows) == 8 and rows["FFF"]["macs"] > rows["TTT"]["macs"]
+    assert all(0 <= r["test_top1"] <= 100 and r["test_top1"] <= r["test_top5"] for r in rows.values())
+    front = report["pareto_front"]
+    assert front and all(rows[a]["macs"] < rows[b]["macs"] for a, b in zip(front, front[1:]))
+    cheap, rich = report["budgets"]
+    assert cheap["choice"]["macs"] <= 80e6 and rich["choice"]["skip"] in front
+    ratios = report["residual_ratios"]["super"]
+    assert len(ratios) == 27 and {r["skippable"] for r in ratios} == {True, False}
+    assert len(report["residual_ratios"]["base"]) == 15
+    assert (tmp_path / "subnets.png").stat().st_size > 1000
+
+
+def test_adn_technique_needs_an_adaptive_depth_model():
+    with pytest.raises(ConfigError, match="^technique: adn_distill needs a SkippableDepthNet"):
+        load_config("cifar10-resnet56-adn", ["model.name=msdnet_cifar_anytime"])
+    with pytest.raises(ConfigError, match="^model.ge_scope"):
+        load_config("cifar10-resnet56-adn", ["model.ge_scope=all"])
