@@ -26,7 +26,7 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
-    wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
+    wrap_model: Callable[[nn.Module, bool], nn.Module] = lambda model, find_unused_parameters: model
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
 
     @property
@@ -136,7 +136,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         start_epoch = resume["epoch"] + 1
-    trained = dist.wrap_model(model)
+    trained = dist.wrap_model(model, task.find_unused_parameters)
 
     def backward(loss: torch.Tensor) -> None:
         with torch.autocast(device.type, enabled=False):  # backward reuses the forward's autocast dtypes

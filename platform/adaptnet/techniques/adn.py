@@ -29,6 +29,8 @@ def top_k_kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
 
 
 class SuperBaseDistillation:
+    find_unused_parameters = True  # skippable blocks sit out the student pass, skip twins the teacher pass
+
     def __init__(self, alpha: float = 0.5, temperature: float = 1.0, top_k: int | None = None,
                  student: Literal["base", "random"] = "base", student_loss: Literal["kd", "ce"] = "kd"):
         if student not in ("base", "random") or student_loss not in ("kd", "ce"):

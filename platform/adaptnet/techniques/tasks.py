@@ -24,7 +24,10 @@ class TaskOutput:
 
 class Task(Protocol):
     """One training step's forward passes: calls `backward(loss)` once per pass (the loop's backward
-    handles AMP scaling), and returns what it computed. The loop zeroes gradients before and steps after."""
+    handles AMP scaling), and returns what it computed. The loop zeroes gradients before and steps after.
+    `find_unused_parameters`: some trainable parameters get no gradient in a pass (DDP must be told)."""
+
+    find_unused_parameters: bool
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, backward: Backward) -> TaskOutput: ...
 
@@ -54,6 +57,7 @@ class MultiExitCE:
 
     def __init__(self, weights: ExitWeights, num_exits: int):
         self.weights = exit_weight_vector(weights, num_exits)
+        self.find_unused_parameters = 0.0 in self.weights  # an exit without loss leaves its head gradient-free
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  backward: Backward = plain_backward) -> TaskOutput:
@@ -72,6 +76,8 @@ class OneForAllKD:
     frozen stage-1 network) or the ISC last exit of the same forward pass (`live`, the joint variant);
     it is detached either way.
     """
+
+    find_unused_parameters = True  # the backbone's own exit classifiers feed no loss
 
     def __init__(self, temperature: float, gamma: float, reduction: KDReduction = "official", teacher: str = "stage1"):
         if teacher not in ("stage1", "live"):
