@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .data import DataError
     from .loop import ConfigError, preset_names
+    from .loop.checkpoint import CheckpointError
     from .models import list_models
 
     try:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(preset_names()))
             return 0
         return {"costs": _costs, "train": _train, "evaluate": _evaluate}[args.command](args)
-    except (ConfigError, DataError, ValueError) as err:
+    except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"adaptnet: error: {err}", file=sys.stderr)
         return 2
 

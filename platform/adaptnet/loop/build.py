@@ -1,11 +1,11 @@
 """Config → (model, task): the one place that maps a technique name to its parts."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..models import create_model
 from ..techniques import IMTANet, MultiExitCE, OneForAllKD, SuperBaseDistillation, Task
+from .checkpoint import load_checkpoint
 from .config import RunConfig
 
 
@@ -38,7 +38,7 @@ def build_training(cfg: RunConfig, num_classes: int, load_pretrained: bool = Tru
     if cfg.technique == "imta_stage2":
         model = _imta_net(cfg, num_classes, frozen=cfg.imta.freeze_backbone)
         if load_pretrained:
-            stage1 = torch.load(cfg.imta.stage1_checkpoint, map_location="cpu", weights_only=False)
+            stage1 = load_checkpoint(cfg.imta.stage1_checkpoint)
             model.backbone.load_state_dict(stage1["model"])
         return model, _kd(cfg, "stage1")
     raise ValueError(f"technique: {cfg.technique!r} is a pipeline, not a single training run")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from ..data import DataError, Prepared, prepare_data
 from ..metrics.costs import exit_costs, skip_string, subnet_costs
@@ -11,16 +10,14 @@ from ..metrics.depth import best_under_budget, pareto_front, residual_ratios
 from ..models import SkippableDepthNet, model_entry
 from ..metrics.adaptive import accuracy_at_budgets, anytime_accuracy, budgeted_curve, collect_probs, curve_area, point_as_dict
 from .build import build_training
+from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .trainer import evaluate, pick_device
 
 
 def load_checkpoint_model(path: str | Path, device: str = "auto"):
     """(config, prepared data, model with the checkpoint's weights) of a run's checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint: {str(path)!r} does not exist")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(path)
     cfg = RunConfig.model_validate(saved["config"])
     dev = pick_device(device)
     data = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,

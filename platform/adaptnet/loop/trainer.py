@@ -17,6 +17,7 @@ from ..data import Prepared, prepare_data
 from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 
 
@@ -28,6 +29,7 @@ class Distributed:
     world_size: int = 1
     wrap_model: Callable[[nn.Module, bool], nn.Module] = lambda model, find_unused_parameters: model
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
+    resume_state: Callable[[RunConfig], dict | None] = lambda cfg: local_resume_state(cfg)
 
     @property
     def is_main(self) -> bool:
@@ -106,6 +108,12 @@ def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.pt"
 
 
+def local_resume_state(cfg: RunConfig) -> dict | None:
+    """The run directory's last checkpoint, when resuming is on and there is one."""
+    path = checkpoint_path(cfg.run_dir)
+    return load_checkpoint(path) if cfg.train.resume and path.exists() else None
+
+
 def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None = None) -> FitResult:
     dist = dist or Distributed()
     run_dir = cfg.run_dir
@@ -114,7 +122,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     device = pick_device(cfg.train.device)
     use_amp = cfg.train.amp and device.type == "cuda"
     ckpt_file = checkpoint_path(run_dir)
-    resume = torch.load(ckpt_file, map_location="cpu", weights_only=False) if cfg.train.resume and ckpt_file.exists() else None
+    resume = dist.resume_state(cfg)
 
     # Data: the held-out split is fixed once (or taken from an earlier stage) and reused on resume.
     data: Prepared = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
@@ -180,8 +188,9 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
                            seen[None]])
         totals = dist.all_reduce_sum(local).tolist()
         n_total = totals[-1]
-        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                   "epoch_time_s": time.perf_counter() - started}
+        elapsed = time.perf_counter() - started
+        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
+                   "train/images_per_s": n_total / elapsed}
         metrics.update({f"train/{name}": v / n_total for name, v in zip(sums, totals)})
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
         if dist.is_main:
@@ -202,9 +211,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
 
 
 def _split_from(cfg: RunConfig) -> dict | None:
-    if not cfg.data.split_from:
-        return None
-    return torch.load(cfg.data.split_from, map_location="cpu", weights_only=False)["split"]
+    return load_checkpoint(cfg.data.split_from)["split"] if cfg.data.split_from else None
 
 
 def selection_metric(model: nn.Module) -> str:
@@ -225,13 +232,9 @@ def _keep_best(run_dir: Path, saved: Path, metrics: dict, history: list[dict], k
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, epoch: int, cfg: RunConfig, split: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                "config": cfg.model_dump(), "split": split}, tmp)
-    tmp.replace(path)  # a crash mid-save never leaves a broken last.pt
-    return path
+    return save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                                  "config": cfg.model_dump(), "split": split})
 
 
 def _read_history(run_dir: Path, start_epoch: int) -> list[dict]:

@@ -1,0 +1,39 @@
+"""Checkpoint files: one dict (model, optimizer, scheduler, scaler, epoch, config, split, extra state),
+written atomically and read back with `weights_only=True` (tensors and plain Python only)."""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+REQUIRED = ("model", "optimizer", "scheduler", "epoch", "config", "split")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint: {str(path)!r} is corrupt or not an adaptnet checkpoint ({reason})") from None
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint: {str(path)!r} lacks {', '.join(missing)}")
+    return state
+
+
+def save_checkpoint(path: Path, state: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a crash mid-save never leaves a broken file behind
+    return path
