@@ -24,6 +24,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def port_factory():
+    return free_port
+
+
+@pytest.fixture(scope="session")
 def moto_server():
     """A real S3 protocol server (moto) on loopback; yields its endpoint URL and sets the AWS env vars."""
     port = free_port()

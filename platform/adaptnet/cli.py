@@ -29,12 +29,23 @@ def _costs(args) -> int:
 
 
 def _train(args) -> int:
-    from .loop import load_config, run
+    from .loop import load_config, run, stage_configs
 
     cfg = load_config(args.config, args.overrides)
-    for result in run(cfg):
-        print(f"run directory: {result.run_dir}")
-        print(format_exit_table(result.metrics))
+    if args.workers is None:
+        for result in run(cfg):
+            print(f"run directory: {result.run_dir}")
+            print(format_exit_table(result.metrics))
+        return 0
+    from .cluster.train import ClusterOptions, train_on_ray
+
+    options = ClusterOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                             gpus_per_worker=args.gpus_per_worker, address=args.address, storage=args.storage,
+                             max_failures=args.max_failures, experiment=args.experiment)
+    for stage in stage_configs(cfg):
+        result = train_on_ray(stage, options)
+        print(f"{stage.name}: checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
+        print(format_exit_table(result.metrics or {}))
     return 0
 
 
@@ -71,6 +82,13 @@ def format_exit_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptnet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -87,6 +105,14 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run from a YAML config or preset")
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
+    ray_args = t.add_argument_group("on a Ray cluster (Ray Train; given --workers)")
+    ray_args.add_argument("--workers", type=_positive_int, help="Ray Train workers (DDP); omit to train in this process")
+    ray_args.add_argument("--cpus-per-worker", type=float, default=1.0)
+    ray_args.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ray_args.add_argument("--address", help="join this Ray cluster (e.g. auto, 10.0.0.1:6379); default: a local one")
+    ray_args.add_argument("--storage", help="checkpoint storage: a folder or s3://bucket/prefix (default ./ray_results)")
+    ray_args.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    ray_args.add_argument("--experiment", default="adaptnet", help="MLflow experiment")
     sub.add_parser("presets", help="list the shipped run configs")
     e = sub.add_parser("evaluate", help="anytime and budgeted evaluation of checkpoints (held-out thresholds)")
     e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")

@@ -190,8 +190,10 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         n_total = totals[-1]
         elapsed = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
-                   "train/images_per_s": n_total / elapsed}
+                   "start_epoch": start_epoch,  # > 0: this process resumed from a checkpoint
+                   "train/samples": n_total, "train/images_per_s": n_total / elapsed}
         metrics.update({f"train/{name}": v / n_total for name, v in zip(sums, totals)})
+        metrics["train/loss"] = sum(totals[: len(sums)]) / n_total
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
         if dist.is_main:
             for split_name, batches in (("holdout", data.holdout), ("test", data.test)):

@@ -59,3 +59,12 @@ def _plot_exits(results: list[dict], out: Path) -> list[Path]:
         title = "anytime prediction" if kind == "anytime" else "budgeted batch classification"
         paths.append(_save(fig, ax, title, out / f"{kind}.png"))
     return paths
+
+
+def plot_accuracy_cost(rows: list[dict], title: str, path: Path) -> Path:
+    """One run's test top-1 per named output (exits, or super/base) against its multiply-adds."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["macs"] / 1e6 for r in rows], [r["test_top1"] for r in rows], marker="o", label="test top-1")
+    for r in rows:
+        ax.annotate(r["output"], (r["macs"] / 1e6, r["test_top1"]), fontsize=7)
+    return _save(fig, ax, title, path)

@@ -1,0 +1,1 @@
+"""The one subpackage that imports ray and mlflow: Ray Train runs, MLflow tracking, cluster storage."""

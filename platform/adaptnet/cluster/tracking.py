@@ -1,0 +1,116 @@
+"""MLflow tracking through explicit run ids (MlflowClient), never the fluent thread-local API.
+
+The driver finds or creates the run (one per run key: storage + run name), so a rerun of the same command
+keeps logging into the same run. Rank 0 logs one batch of metrics per epoch. Logging is idempotent per
+epoch (steps already in the run are skipped) and survives a tracking server that is down: unsent epochs
+stay queued, are kept in the checkpoint, and are retried.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+RUN_KEY_TAG = "adaptnet.run_key"
+FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else MLFLOW_TRACKING_URI, else a sqlite store in the working directory (absolute, so workers
+    started elsewhere write to the same file)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def client(tracking_uri: str, fail_fast: bool = False):
+    if fail_fast:  # training must not stall behind MLflow's own minutes-long retry loop
+        os.environ.update(FAST_FAIL_ENV)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_name: str, params: dict[str, str],
+                       tags: dict[str, str] | None = None) -> str:
+    """The id of the run tagged `run_key` in `experiment`, created (with params and tags) if there is none."""
+    mlflow = client(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    existing = mlflow.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+    if existing:
+        run_id = existing[0].info.run_id
+        mlflow.update_run(run_id, status="RUNNING")
+        return run_id
+    run = mlflow.create_run(experiment_id, run_name=run_name, tags={RUN_KEY_TAG: run_key, **(tags or {})})
+    log_params(mlflow, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(mlflow, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow.log_batch(run_id, params=items[start:start + 100])
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config → flat `section.key` params (MLflow chokes on nested dicts)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return flat
+
+
+def metric_key(name: str) -> str:
+    """Our metric names as MLflow keys: `holdout/top1_exit3` stays, anything odd becomes '_'."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+class EpochLogger:
+    """Rank 0's per-epoch metrics → MLflow, queued until the server has them."""
+
+    def __init__(self, tracking_uri: str, run_id: str, pending: list[dict] | None = None):
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.pending: list[dict] = list(pending or [])
+        self._mlflow = None
+
+    def add(self, epoch_metrics: dict) -> None:
+        self.pending.append(epoch_metrics)
+
+    def flush(self) -> bool:
+        """Sends every queued epoch not already in the run; False (and keeps the queue) if MLflow is down."""
+        if not self.pending:
+            return True
+        from mlflow.entities import Metric
+
+        try:
+            self._mlflow = self._mlflow or client(self.tracking_uri, fail_fast=True)
+            logged = {m.step for m in self._mlflow.get_metric_history(self.run_id, "epoch")}
+            now = int(time.time() * 1000)
+            for metrics in self.pending:
+                step = int(metrics["epoch"])
+                if step in logged:
+                    continue
+                batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and k != "epoch"]
+                batch.append(Metric("epoch", float(step), now, step))  # last: marks the epoch complete
+                self._mlflow.log_batch(self.run_id, metrics=batch)
+                logged.add(step)
+        except Exception:  # noqa: BLE001 — any tracking failure must leave training running
+            return False
+        self.pending = []
+        return True
+
+    def flush_until(self, timeout_s: float, interval_s: float = 2.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.flush():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(interval_s)
+        return True
