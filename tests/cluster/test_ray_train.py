@@ -22,6 +22,8 @@ def _config(tmp_path, spec, name, epochs, *extra):
 def _history(tracking_uri, experiment, name, key):
     mlflow = client(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"no experiment {experiment}")
     (run,) = mlflow.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{name}'")
     return run, sorted((m.step, m.value) for m in mlflow.get_metric_history(run.info.run_id, key))
 
@@ -44,13 +46,14 @@ def test_two_workers_report_global_metrics_once_per_epoch(tmp_path, cifar10_spec
     assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "2"
 
 
-def _kill_a_worker_after_epoch(tracking, experiment, name, epoch, killed):
-    """From outside: once MLflow has `epoch`, SIGKILL one Ray Train worker process by pid."""
+def _kill_a_worker_during_epoch(tracking, experiment, name, epoch, killed):
+    """From outside: once MLflow has `epoch` (logged after the previous epoch's checkpoint was committed,
+    before this epoch's is), SIGKILL one Ray Train worker process by pid."""
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
             _, steps = _history(tracking, experiment, name, "epoch")
-        except Exception:  # noqa: BLE001 — the run may not exist yet
+        except ValueError:  # the run is not there yet
             steps = []
         if len(steps) >= epoch:
             from ray.util.state import list_actors
@@ -66,16 +69,16 @@ def _kill_a_worker_after_epoch(tracking, experiment, name, epoch, killed):
 def test_fault_drill_killed_worker_resumes_from_the_last_epoch(tmp_path, cifar10_spec, ray_cluster):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     killed = []
-    killer = threading.Thread(target=_kill_a_worker_after_epoch, args=(tracking, "drills", "fault", 1, killed))
+    killer = threading.Thread(target=_kill_a_worker_during_epoch, args=(tracking, "drills", "fault", 2, killed))
     killer.start()
-    result = train_on_ray(_config(tmp_path, cifar10_spec, "fault", 3),
+    result = train_on_ray(_config(tmp_path, cifar10_spec, "fault", 4),
                           ClusterOptions(workers=2, storage=str(tmp_path / "store"), tracking_uri=tracking,
                                          experiment="drills", max_failures=2))
     killer.join()
     assert killed, "no Ray Train worker was found to kill"
-    assert result.metrics["epoch"] == 3
+    assert result.metrics["epoch"] == 4
     _, epochs = _history(tracking, "drills", "fault", "epoch")
-    assert [step for step, _ in epochs] == [1, 2, 3]  # every epoch exactly once in MLflow
+    assert [step for step, _ in epochs] == [1, 2, 3, 4]  # every epoch exactly once in MLflow
     _, starts = _history(tracking, "drills", "fault", "start_epoch")
     assert any(start > 0 for _, start in starts)  # a process resumed from a checkpoint …
     assert all(start >= step - 2 for step, start in starts)  # … losing at most the epoch in flight
