@@ -47,7 +47,7 @@ def main(spec: str):
         ratio = loop_rate(root / "ray") / loop_rate(bare.run_dir)
         print(f"bare loop: {loop_rate(bare.run_dir):.1f} img/s, wall {bare_wall:.1f} s")
         print(f"1-worker TorchTrainer: {loop_rate(root / 'ray'):.1f} img/s in the loop, wall {ray_wall:.1f} s "
-              "(with ray.init)")
+              "(Ray already started)")
         print(f"throughput ratio Ray/bare: {ratio:.2f} (goal >= 0.95)")
         print(f"fixed cost of a Ray Train run: {ray_wall - bare_wall:.1f} s")
 
