@@ -65,3 +65,28 @@ def test_multistep_schedule_drops_at_half_and_three_quarters():
     assert [lr_factor(imagenet, e, 1) for e in (29, 30, 59, 60)] == pytest.approx([1, 0.1, 0.1, 0.01])
     cosine = load_config("cifar10-smoke")
     assert lr_factor(cosine, 0, 10) == 1 and lr_factor(cosine, 10, 10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_corrupt_or_incompatible_checkpoint_is_one_clear_line(tmp_path, content):
+    import subprocess
+    import sys
+
+    path = tmp_path / "last.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)  # loads, but is not an adaptnet checkpoint
+    else:
+        path.write_bytes(content)
+    result = subprocess.run([sys.executable, "-m", "adaptnet.cli", "evaluate", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert message.startswith("adaptnet: error: checkpoint:") and "\n" not in message
+    assert ("corrupt" in message) if content else ("lacks model" in message)
+
+
+def test_channels_last_trains_the_same_numbers(tmp_path, cifar10_spec):
+    tiny = ["data.train_subset=64", "data.holdout=32", "data.test_subset=32", "train.batch_size=32", "train.epochs=1",
+            "train.threads=1", "model.name=msdnet_cifar_budgeted"]
+    plain = fit(_config(tmp_path, cifar10_spec, "nchw", *tiny))
+    nhwc = fit(_config(tmp_path, cifar10_spec, "nhwc", *tiny, "train.channels_last=true"))
+    assert nhwc.metrics["train/loss"] == pytest.approx(plain.metrics["train/loss"], rel=1e-3)

@@ -83,6 +83,9 @@ class TrainConfig(Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision when on CUDA; ignored on CPU")
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none")
+    channels_last: bool = Field(False, description="NHWC memory format for model and batches (faster convs on GPUs)")
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")
     progress: bool = True
     resume: bool = Field(True, description="continue from the run's last checkpoint when there is one")

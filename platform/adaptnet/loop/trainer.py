@@ -121,6 +121,8 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
     use_amp = cfg.train.amp and device.type == "cuda"
+    amp_dtype = getattr(torch, cfg.train.amp_dtype)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     ckpt_file = checkpoint_path(run_dir)
     resume = dist.resume_state(cfg)
 
@@ -132,11 +134,11 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     # Model, task, optimizer (trainable parameters only), schedule.
     torch.manual_seed(cfg.train.seed)
     model, task = build_training(cfg, data.num_classes, load_pretrained=resume is None)
-    model = model.to(device)
+    model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = len(data.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     start_epoch = 0
     if resume:
         model.load_state_dict(resume["model"])
@@ -169,8 +171,8 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
                    disable=not (cfg.train.progress and dist.is_main))
         for images, labels in bar:
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=use_amp):
-                out = task(trained, images, labels, backward)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                out = task(trained, images.contiguous(memory_format=memory_format), labels, backward)
             scaler.step(optimizer)  # one step after all of the task's backward passes
             scaler.update()
             scheduler.step()
