@@ -12,7 +12,7 @@ import statistics
 
 from adaptnet.loop import build_config, fit, read_yaml
 from adaptnet.loop.evaluate import evaluate_checkpoint
-from adaptnet.loop.trainer import best_checkpoint
+from adaptnet.loop.trainer import best_checkpoint, selected_checkpoint
 
 VARIANTS = ("baseline", "ge", "imta")
 
@@ -24,7 +24,7 @@ def configs(args, seed):
               "data.test_subset=2000", "train.progress=false"]
     baseline = build_config(base, common + [f"name=baseline-s{seed}"])
     ge = build_config(base, common + [f"name=ge-s{seed}", "model.ge_scope=coarsest"])
-    stage1 = str(best_checkpoint(ge.run_dir))
+    stage1 = str(selected_checkpoint(ge))
     imta = build_config(base, common + [f"name=imta-s{seed}", "model.ge_scope=coarsest", "technique=imta_stage2",
                                         f"imta.stage1_checkpoint={stage1}", f"data.split_from={stage1}"])
     return {"baseline": baseline, "ge": ge, "imta": imta}

@@ -28,7 +28,7 @@ def test_stage_configs_share_the_split_and_chain_checkpoints(tmp_path):
     assert stage1.technique == "multi_exit" and stage1.model.ge_scope == cfg.model.ge_scope
     assert stage2.technique == "imta_stage2" and stage2.train.epochs == 2
     assert stage2.data.split_from == stage2.imta.stage1_checkpoint
-    assert stage2.imta.stage1_checkpoint.startswith(str(stage1.run_dir))
+    assert stage2.imta.stage1_checkpoint == str(stage1.run_dir / "checkpoints" / "best.pt")  # held-out selection
 
 
 def test_stage2_reuses_the_split_and_trains_only_the_new_heads(two_stage):

@@ -117,7 +117,7 @@ def _worker_loop(config: dict) -> None:
     logger = EpochLogger(config["tracking_uri"], run_id, tracking.get("pending")) if rank == 0 else None
     dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum,
                        resume_state=lambda _: state)
-    fit(cfg, [EpochReporter(rank, logger, run_id, cfg.name)], dist)
+    fit(cfg, [EpochReporter(rank, logger, run_id)], dist)
     if logger is not None:
         finish_tracking(logger, config["tracking_uri"], run_id, cfg)
 
@@ -148,11 +148,11 @@ def restore(checkpoint) -> tuple[dict | None, dict]:
 
 
 class EpochReporter:
-    """End of every epoch: one log line and the MLflow batch (rank 0), then `ray.train.report` on every
-    rank with rank 0's checkpoint, the MLflow run id and the epochs MLflow has not received yet."""
+    """End of every epoch: the MLflow batch (rank 0), then `ray.train.report` on every rank with rank 0's
+    checkpoint, the MLflow run id and the epochs MLflow has not received yet."""
 
-    def __init__(self, rank: int, logger: EpochLogger | None, run_id: str, run_name: str):
-        self.rank, self.logger, self.run_id, self.run_name = rank, logger, run_id, run_name
+    def __init__(self, rank: int, logger: EpochLogger | None, run_id: str):
+        self.rank, self.logger, self.run_id = rank, logger, run_id
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         import ray.train
@@ -160,8 +160,6 @@ class EpochReporter:
         if self.rank != 0:
             ray.train.report({"epoch": metrics["epoch"]})
             return
-        sys.stdout.write(f"[{self.run_name}] {epoch_line(metrics)}\n")  # Train V2 patches print() into its logger
-        sys.stdout.flush()
         self.logger.add(metrics)
         self.logger.flush()
         with tempfile.TemporaryDirectory() as folder:
@@ -169,10 +167,3 @@ class EpochReporter:
             tracking = {"mlflow_run_id": self.run_id, "pending": self.logger.pending}
             (Path(folder) / TRACKING_FILE).write_text(json.dumps(tracking))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-def epoch_line(metrics: dict[str, float]) -> str:
-    """`epoch 3 | loss 4.21 | test top1 exit1 41.2 … | 812 img/s | lr 0.1`: the key numbers on one line."""
-    tops = " ".join(f"{k.split('top1_', 1)[1]} {v:.1f}" for k, v in metrics.items() if k.startswith("test/top1_"))
-    return (f"epoch {int(metrics['epoch'])} | loss {metrics['train/loss']:.3f} | test top1 {tops} | "
-            f"{metrics.get('train/images_per_s', 0):.0f} img/s | lr {metrics['lr']:.4g}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .config import RunConfig, build_config
-from .trainer import Callback, Distributed, FitResult, best_checkpoint, fit
+from .trainer import Callback, Distributed, FitResult, fit, selected_checkpoint
 
 
 def stage_configs(cfg: RunConfig) -> list[RunConfig]:
@@ -11,7 +11,7 @@ def stage_configs(cfg: RunConfig) -> list[RunConfig]:
         return [cfg]
     tree = cfg.model_dump()
     stage1 = build_config({**tree, "name": "stage1", "output_dir": str(cfg.run_dir), "technique": "multi_exit"})
-    stage1_checkpoint = str(best_checkpoint(stage1.run_dir))
+    stage1_checkpoint = str(selected_checkpoint(stage1))
     stage2_tree = {**tree, "name": "stage2", "output_dir": str(cfg.run_dir), "technique": "imta_stage2",
                    "imta": {**tree["imta"], "stage1_checkpoint": stage1_checkpoint},
                    "data": {**tree["data"], "split_from": stage1_checkpoint},   # the SAME held-out split

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,13 @@ def evaluate(model: nn.Module, batches, outputs: Callable[[torch.Tensor], dict] 
     return metrics
 
 
+def epoch_line(metrics: dict[str, float]) -> str:
+    """`epoch 3 | loss 4.21 | test top1 exit1 41.2 … | 812 img/s | lr 0.1`: the key numbers on one line."""
+    tops = " ".join(f"{k.split('top1_', 1)[1]} {v:.1f}" for k, v in metrics.items() if k.startswith("test/top1_"))
+    return (f"epoch {int(metrics['epoch'])} | loss {metrics['train/loss']:.3f} | test top1 {tops} | "
+            f"{metrics['train/images_per_s']:.0f} img/s | lr {metrics['lr']:.4g}")
+
+
 def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.pt"
 
@@ -168,7 +176,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         correct: dict[str, float] = {}
         started = time.perf_counter()
         bar = tqdm(data.train, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not (cfg.train.progress and dist.is_main))
+                   disable=None if cfg.train.progress and dist.is_main else True)  # None: off when not a TTY
         for images, labels in bar:
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -204,6 +212,9 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
                 metrics.update({f"{split_name}/{key}": v for key, v in evaluate(model, batches).items()})
         saved = None
         if dist.is_main:
+            # One line per epoch (stdout, not print(): Ray Train V2 reroutes print into its logger).
+            sys.stdout.write(f"[{cfg.name}] {epoch_line(metrics)}\n")
+            sys.stdout.flush()
             saved = _save_checkpoint(ckpt_file, model, optimizer, scheduler, scaler, epoch, cfg, data.split)
             history.append(metrics)
             _keep_best(run_dir, saved, metrics, history, selection_metric(model))
@@ -228,6 +239,12 @@ def best_checkpoint(run_dir: Path) -> Path:
     """The held-out-best checkpoint when there is one, else the last."""
     best = run_dir / "checkpoints" / "best.pt"
     return best if best.exists() else checkpoint_path(run_dir)
+
+
+def selected_checkpoint(cfg: RunConfig) -> Path:
+    """Where the checkpoint a later stage should start from will be, known before the run: the held-out
+    best (written every epoch it improves) when there is a held-out split, else the last."""
+    return cfg.run_dir / "checkpoints" / "best.pt" if cfg.data.holdout else checkpoint_path(cfg.run_dir)
 
 
 def _keep_best(run_dir: Path, saved: Path, metrics: dict, history: list[dict], key: str) -> None:
