@@ -18,7 +18,7 @@ from pathlib import Path
 from ..loop import RunConfig
 from ..loop.checkpoint import load_checkpoint
 from .storage import storage_target
-from .tracking import EpochLogger, find_or_create_run, flatten, resolve_tracking_uri
+from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TRACKING_FILE = "tracking.json"  # {"mlflow_run_id": ..., "pending": [unsent epochs]}
@@ -80,9 +80,11 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions):
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),  # our epoch line, not every report
     )
-    result = trainer.fit()
-    from .tracking import client
-
+    try:
+        result = trainer.fit()
+    except BaseException:
+        client(tracking_uri).set_terminated(run_id, "FAILED")  # no run left dangling in RUNNING
+        raise
     client(tracking_uri).set_terminated(run_id, "FINISHED")
     return result
 
@@ -116,7 +118,7 @@ def _worker_loop(config: dict) -> None:
 
     logger = EpochLogger(config["tracking_uri"], run_id, tracking.get("pending")) if rank == 0 else None
     dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum,
-                       resume_state=lambda _: state)
+                       resume_state=lambda _: state, device=ray.train.torch.get_device())
     fit(cfg, [EpochReporter(rank, logger, run_id)], dist)
     if logger is not None:
         finish_tracking(logger, config["tracking_uri"], run_id, cfg)

@@ -31,6 +31,7 @@ class Distributed:
     wrap_model: Callable[[nn.Module, bool], nn.Module] = lambda model, find_unused_parameters: model
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
     resume_state: Callable[[RunConfig], dict | None] = lambda cfg: local_resume_state(cfg)
+    device: torch.device | None = None  # None: from train.device; Ray gives each worker its own GPU
 
     @property
     def is_main(self) -> bool:
@@ -127,7 +128,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     run_dir = cfg.run_dir
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
+    device = dist.device or pick_device(cfg.train.device)
     use_amp = cfg.train.amp and device.type == "cuda"
     amp_dtype = getattr(torch, cfg.train.amp_dtype)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
