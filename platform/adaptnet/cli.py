@@ -35,7 +35,7 @@ def _train(args) -> int:
     if args.workers is None:
         for result in run(cfg):
             print(f"run directory: {result.run_dir}")
-            print(format_exit_table(result.metrics))
+            print(format_output_table(result.metrics))
         return 0
     from .cluster.train import ClusterOptions, train_on_ray
 
@@ -45,7 +45,7 @@ def _train(args) -> int:
     for stage in stage_configs(cfg):
         result = train_on_ray(stage, options)
         print(f"{stage.name}: checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
-        print(format_exit_table(result.metrics or {}))
+        print(format_output_table(result.metrics or {}))
     return 0
 
 
@@ -71,14 +71,14 @@ def _evaluate(args) -> int:
     return 0
 
 
-def format_exit_table(metrics: dict) -> str:
-    """Per-exit accuracy of one epoch's metrics as a small text table."""
-    exits = sorted(int(k.rsplit("exit", 1)[1]) for k in metrics if k.startswith("test/top1_exit"))
-    lines = [f"{'exit':>4}  {'train top1':>10}  {'holdout top1':>12}  {'test top1':>9}  {'test top5':>9}"]
-    for k in exits:
-        cells = [metrics.get(f"{split}_exit{k}") for split in ("train/top1", "holdout/top1", "test/top1", "test/top5")]
-        lines.append(f"{k:>4}  " + "  ".join(f"{'-' if v is None else f'{v:.2f}':>{w}}"
-                                             for v, w in zip(cells, (10, 12, 9, 9))))
+def format_output_table(metrics: dict) -> str:
+    """Accuracy of each named output (exit k, or super/base) in one epoch's metrics, as a small table."""
+    names = [k.split("top1_", 1)[1] for k in metrics if k.startswith("test/top1_")]
+    lines = [f"{'output':>6}  {'train top1':>10}  {'holdout top1':>12}  {'test top1':>9}  {'test top5':>9}"]
+    for name in names:
+        cells = [metrics.get(f"{split}_{name}") for split in ("train/top1", "holdout/top1", "test/top1", "test/top5")]
+        lines.append(f"{name:>6}  " + "  ".join(f"{'-' if v is None else f'{v:.2f}':>{w}}"
+                                                for v, w in zip(cells, (10, 12, 9, 9))))
     return "\n".join(lines)
 
 
