@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +61,50 @@ def mlflow_server(tmp_path, moto_server, port_factory):
     yield server
     if server.proc.poll() is None:
         server.stop()
+
+
+class RayHead:
+    """`ray start --head --block` on 127.0.0.1 with token authentication, in its own process group: the
+    cluster a submitted job or a separate driver process joins. Stopped by that group's pid, never `ray stop`."""
+
+    def __init__(self, tmp: Path, port: int, dashboard_port: int, num_cpus: int = 4):
+        import secrets
+
+        self.address = f"127.0.0.1:{port}"
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+                    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+        self.log = open(tmp / "ray-head.log", "w")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
+             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+             f"--num-cpus={num_cpus}", "--disable-usage-stats"],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                request = urllib.request.Request(f"{self.dashboard}/api/version",
+                                                 headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
+                with urllib.request.urlopen(request, timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ray start exited: {(tmp / 'ray-head.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("the Ray head did not come up")
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # --block: ray start tears its processes down on SIGTERM
+            self.proc.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory, port_factory):
+    head = RayHead(tmp_path_factory.mktemp("ray-head"), port_factory(), port_factory())
+    yield head
+    head.stop()

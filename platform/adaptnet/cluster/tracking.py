@@ -84,7 +84,8 @@ class EpochLogger:
         self.pending.append(epoch_metrics)
 
     def flush(self) -> bool:
-        """Sends every queued epoch not already in the run; False (and keeps the queue) if MLflow is down."""
+        """Sends every queued epoch not already in the run (by step, default the epoch); False (and keeps the
+        queue) if MLflow is down."""
         if not self.pending:
             return True
         from mlflow.entities import Metric
@@ -94,12 +95,12 @@ class EpochLogger:
             logged = {m.step for m in self._mlflow.get_metric_history(self.run_id, "epoch")}
             now = int(time.time() * 1000)
             for metrics in self.pending:
-                step = int(metrics["epoch"])
+                step = int(metrics.get("step", metrics["epoch"]))  # multi-stage runs count steps across stages
                 if step in logged:
                     continue
                 batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and k != "epoch"]
-                batch.append(Metric("epoch", float(step), now, step))  # last: marks the epoch complete
+                         if isinstance(v, (int, float)) and k not in ("epoch", "step")]
+                batch.append(Metric("epoch", float(metrics["epoch"]), now, step))  # last: marks the step complete
                 self._mlflow.log_batch(self.run_id, metrics=batch)
                 logged.add(step)
         except Exception:  # noqa: BLE001 — any tracking failure must leave training running

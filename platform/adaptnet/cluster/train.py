@@ -67,7 +67,7 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions):
     if not ray.is_initialized():
         ray.init(address=options.address or "local", runtime_env={"env_vars": RAY_ENV})
     trainer = TorchTrainer(
-        _worker_loop,
+        worker_loop,
         train_loop_config={"run": cfg.model_dump(), "tracking_uri": tracking_uri, "mlflow_run_id": run_id,
                            "threads": max(1, int(options.cpus_per_worker))},
         scaling_config=ray.train.ScalingConfig(
@@ -89,8 +89,9 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions):
     return result
 
 
-def _worker_loop(config: dict) -> None:
-    """Runs in every Train worker."""
+def worker_loop(config: dict) -> None:
+    """Runs in every Train worker. Sweeps add `step_offset` (epochs of earlier stages, for MLflow steps and
+    Tune's scores) and `final_budgets` (the last stage: rank 0 evaluates, logs and reports the summary)."""
     import torch
     import torch.distributed as torch_dist
     import ray.train
@@ -119,9 +120,26 @@ def _worker_loop(config: dict) -> None:
     logger = EpochLogger(config["tracking_uri"], run_id, tracking.get("pending")) if rank == 0 else None
     dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum,
                        resume_state=lambda _: state, device=ray.train.torch.get_device())
-    fit(cfg, [EpochReporter(rank, logger, run_id)], dist)
+    fit(cfg, [EpochReporter(rank, logger, run_id, config.get("step_offset"))], dist)
     if logger is not None:
         finish_tracking(logger, config["tracking_uri"], run_id, cfg)
+    if config.get("final_budgets") is not None:
+        report_final(cfg, config["tracking_uri"], run_id, config["final_budgets"], rank)
+
+
+def report_final(cfg: RunConfig, tracking_uri: str, run_id: str, budgets: list[float], rank: int) -> None:
+    """A sweep trial's last result: rank 0 evaluates the selected checkpoint and logs it; every rank reports
+    (ray.train.report is a barrier)."""
+    import ray.train
+
+    from .sweep import final_result, final_summary, log_final
+
+    if rank != 0:
+        ray.train.report({})
+        return
+    summary = final_summary(cfg, tuple(budgets))
+    log_final(tracking_uri, run_id, cfg, summary)
+    ray.train.report(final_result(summary))
 
 
 def finish_tracking(logger: EpochLogger, tracking_uri: str, run_id: str, cfg: RunConfig) -> None:
@@ -153,8 +171,8 @@ class EpochReporter:
     """End of every epoch: the MLflow batch (rank 0), then `ray.train.report` on every rank with rank 0's
     checkpoint, the MLflow run id and the epochs MLflow has not received yet."""
 
-    def __init__(self, rank: int, logger: EpochLogger | None, run_id: str):
-        self.rank, self.logger, self.run_id = rank, logger, run_id
+    def __init__(self, rank: int, logger: EpochLogger | None, run_id: str, step_offset: int | None = None):
+        self.rank, self.logger, self.run_id, self.step_offset = rank, logger, run_id, step_offset
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         import ray.train
@@ -162,6 +180,10 @@ class EpochReporter:
         if self.rank != 0:
             ray.train.report({"epoch": metrics["epoch"]})
             return
+        if self.step_offset is not None:  # a sweep trial: global steps and the score Tune schedules on
+            from .sweep import SCORE, score
+
+            metrics = {**metrics, "step": self.step_offset + int(metrics["epoch"]), SCORE: score(metrics)}
         self.logger.add(metrics)
         self.logger.flush()
         with tempfile.TemporaryDirectory() as folder:

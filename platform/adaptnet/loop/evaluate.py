@@ -39,12 +39,13 @@ def evaluate_checkpoint(path: str | Path, budgets: list[float] = (), device: str
 
 def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float]) -> dict:
     costs = [c.macs for c in exit_costs(model, data.test.images.shape[-1])]
-    val_probs, _ = collect_probs(model, data.holdout)
+    val_probs, val_labels = collect_probs(model, data.holdout)
     test_probs, test_labels = collect_probs(model, data.test)
     curve = budgeted_curve(val_probs, test_probs, test_labels, costs)
     return {
         "exit_macs": costs,
         "anytime": anytime_accuracy(test_probs, test_labels),
+        "holdout_anytime": anytime_accuracy(val_probs, val_labels),
         "budgeted": {
             "curve": [point_as_dict(p) for p in curve],
             "area": curve_area(curve),
@@ -75,3 +76,37 @@ def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budg
         "residual_ratios": {name: residual_ratios(model, probe, skip)
                             for name, skip in (("super", configs[0]), ("base", configs[-1]))},
     }
+
+
+def summary_metrics(report: dict) -> dict[str, float]:
+    """An evaluation report as flat `final/...` metrics whose keys are the same for every run of a model
+    family, so that runs compare side by side: per exit (or per sub-network, with `super`/`base` aliases)
+    test and held-out top-1 and cost, the budgeted curve's area and the accuracy at each budget."""
+    out: dict[str, float] = {}
+    if "subnets" in report:
+        rows = report["subnets"]
+        named = {row["skip"]: row for row in rows} | {"super": rows[0], "base": rows[-1]}
+        for name, row in named.items():
+            out.update({f"final/test_top1_{name}": row["test_top1"], f"final/holdout_top1_{name}": row["holdout_top1"],
+                        f"final/macs_{name}": row["macs"]})
+        for i, entry in enumerate(report["budgets"], 1):
+            if entry["choice"]:
+                out.update({f"final/budget{i}_test_top1": entry["choice"]["test_top1"],
+                            f"final/budget{i}_macs": entry["choice"]["macs"]})
+        outputs = ("super", "base")
+    else:
+        outputs = tuple(f"exit{k + 1}" for k in range(len(report["exit_macs"])))
+        for k, name in enumerate(outputs):
+            out.update({f"final/test_top1_{name}": report["anytime"]["top1"][k],
+                        f"final/test_top5_{name}": report["anytime"]["top5"][k],
+                        f"final/holdout_top1_{name}": report["holdout_anytime"]["top1"][k],
+                        f"final/macs_{name}": report["exit_macs"][k]})
+        budgeted = report["budgeted"]
+        out["final/budgeted_area"] = budgeted["area"]
+        for i, (budget, accuracy) in enumerate(zip(budgeted["budgets"], budgeted["accuracy_at_budgets"]), 1):
+            out[f"final/budget{i}_macs"] = budget
+            if accuracy is not None:
+                out[f"final/budget{i}_test_top1"] = accuracy
+    for split in ("test", "holdout"):
+        out[f"final/{split}_top1_mean"] = sum(out[f"final/{split}_top1_{n}"] for n in outputs) / len(outputs)
+    return {k: float(v) for k, v in out.items()}

@@ -68,3 +68,12 @@ def plot_accuracy_cost(rows: list[dict], title: str, path: Path) -> Path:
     for r in rows:
         ax.annotate(r["output"], (r["macs"] / 1e6, r["test_top1"]), fontsize=7)
     return _save(fig, ax, title, path)
+
+
+def plot_series(series: dict[str, list[tuple[float, float]]], title: str, path: Path) -> Path:
+    """Several labelled accuracy-vs-cost lines overlaid: (multiply-adds, top-1 %) points per label."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        points = sorted(points)
+        ax.plot([m / 1e6 for m, _ in points], [a for _, a in points], marker="o", label=label)
+    return _save(fig, ax, title, Path(path))

@@ -1,0 +1,100 @@
+"""What a sweep leaves in its MLflow parent run: the trials table (CSV + Markdown), the accuracy-vs-cost
+overlay of the best trials, the Pareto front of multi-objective sweeps and the best trial's config."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .sweep import SCORE, SweepResult, TrialSummary
+from .tracking import client, metric_key
+
+
+def accuracy_cost_points(metrics: dict) -> list[tuple[float, float]]:
+    """(multiply-adds, test top-1) of each output in a trial's final metrics (exits, or every sub-network)."""
+    points = []
+    for key, macs in metrics.items():
+        found = re.fullmatch(r"final/macs_(exit\d+|[TF]+)", key)
+        accuracy = metrics.get(f"final/test_top1_{found.group(1)}") if found else None
+        if accuracy is not None:
+            points.append((float(macs), float(accuracy)))
+    return points
+
+
+def trial_rows(trials: list[TrialSummary], columns: list[str]) -> list[dict]:
+    rows = []
+    for t in trials:
+        row = {"trial": t.name, "status": t.status}
+        row.update({f"param:{k}": v for k, v in t.params.items()})
+        row.update({c: t.metrics.get(c) for c in columns})
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "(no trials)\n"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    cell = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for r in rows for k in r)) or ["trial"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    path.write_text(csv_text(rows))
+    return path
+
+
+def summary_columns(result: SweepResult) -> list[str]:
+    keys = [o.metric for o in result.objectives] + [SCORE]
+    keys += sorted({k for t in result.trials for k in t.metrics if k.startswith("final/")} - {"final/done"})
+    return list(dict.fromkeys(keys))
+
+
+def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[str, str] = (),
+                      top: int = 3) -> Path:
+    """Writes the summary files and logs them to the parent run (under `<sweep name>/`); returns the folder
+    with the files kept for the caller (a temporary copy)."""
+    from ..metrics.plots import plot_series
+
+    folder = Path(tempfile.mkdtemp(prefix="adaptnet-summary-"))
+    rows = trial_rows(result.trials, summary_columns(result))
+    write_csv(rows, folder / "trials.csv")
+    (folder / "trials.md").write_text(markdown(rows))
+    best = result.best()
+    if best and best.config:
+        (folder / "best_config.yaml").write_text(yaml.safe_dump(best.config, sort_keys=False))
+    objective = result.objectives[0]
+    ranked = sorted((t for t in result.finished() if t.metrics.get(objective.metric) is not None),
+                    key=lambda t: t.metrics[objective.metric], reverse=objective.mode == "max")[:top]
+    series = {t.name: accuracy_cost_points(t.metrics) for t in ranked}
+    if any(series.values()):
+        plot_series(series, f"{result.name}: best {len(series)} trials", folder / "accuracy_vs_cost.png")
+    if len(result.objectives) > 1:
+        front = trial_rows(result.pareto_front(), [o.metric for o in result.objectives])
+        write_csv(front, folder / "pareto_front.csv")
+        (folder / "pareto_front.md").write_text(markdown(front))
+    for name, text in dict(extra_files).items():
+        (folder / name).write_text(text)
+    mlflow = client(tracking_uri, fail_fast=True)
+    for path in sorted(folder.iterdir()):
+        mlflow.log_artifact(result.parent_run_id, str(path), artifact_path=result.name)
+    if best:
+        mlflow.set_tag(result.parent_run_id, f"adaptnet.best_trial.{result.name}", best.name)
+        for key in [o.metric for o in result.objectives]:
+            if best.metrics.get(key) is not None:
+                mlflow.log_metric(result.parent_run_id, metric_key(f"best/{result.name}/{key}"), float(best.metrics[key]))
+    return folder

@@ -1,0 +1,206 @@
+"""What every script in sweeps/ shares: presets, flags, validation before any cluster work, joining Ray,
+and the summary. A script supplies its presets and how it turns flags into `SweepSpec`s."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..loop import ConfigError, read_yaml
+
+# Trial teardown waits on Ray Train's health-check poll (2 s by default).
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A sweep script's named defaults: the run-config preset it starts from, overrides, and the sweep's size."""
+    config: str
+    overrides: tuple[str, ...] = ()
+    help: str = ""
+    trials: int = 4
+    seeds: int = 2
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)   # script-specific defaults
+
+
+class SweepArgumentError(ValueError):
+    """A bad flag value, reported on one line before any cluster work."""
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad flags are one line (not the whole usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parser(description: str, presets: dict[str, Preset], default: str) -> argparse.ArgumentParser:
+    p = OneLineErrors(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="presets:\n" + "\n".join(f"  {k:<16} {v.help}" for k, v in presets.items()))
+    p.add_argument("--preset", choices=list(presets), default=default, help=f"sizes and recipe (default {default})")
+    p.add_argument("--dataset", help="dataset spec: cifar10 | cifar100 | ImageFolder folder or .tar.gz, local or "
+                                     "s3:// (default $ADAPTNET_DATASET, else the preset's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override the base run config, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--name", help="sweep name; rerunning with the same name resumes it (default: script-preset)")
+    p.add_argument("--trials", type=_positive, help="trials of each search (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument("--workers", type=_positive, help="Ray Train workers per trial (1: the trial trains itself)")
+    p.add_argument("--cpus-per-worker", type=_positive_float)
+    p.add_argument("--gpus-per-worker", type=_non_negative_float)
+    p.add_argument("--max-concurrent", type=_positive, help="trials at once (default: what the cluster fits)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--num-cpus", type=_positive, help="CPUs of the local Ray started when no --address is given")
+    p.add_argument("--storage", default=os.environ.get("ADAPTNET_STORAGE"),
+                   help="Tune/Train storage: a folder or s3://bucket/prefix (default $ADAPTNET_STORAGE, else ./ray_results)")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
+    p.add_argument("--experiment", default="adaptnet-sweeps", help="MLflow experiment")
+    return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def base_tree(args, preset: Preset) -> dict:
+    """The preset's run config with the preset's and the user's overrides and the dataset applied (validated)."""
+    from ..loop import build_config
+
+    dataset = args.dataset or os.environ.get("ADAPTNET_DATASET")
+    items = list(preset.overrides)
+    if dataset:
+        items.append(f"data.dataset={str(Path(dataset).resolve()) if Path(dataset).exists() else dataset}")
+    cfg = build_config(read_yaml(preset.config), items + list(args.overrides))
+    tree = cfg.model_dump()
+    tree.pop("output_dir")  # each trial sets its own
+    return tree
+
+
+def resolved(args, preset: Preset) -> dict[str, Any]:
+    """Cluster-side sizes: the flag when given, else the preset's."""
+    return {"workers": args.workers or preset.workers,
+            "cpus_per_worker": args.cpus_per_worker or preset.cpus_per_worker,
+            "gpus_per_worker": preset.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker,
+            "max_concurrent": args.max_concurrent, "storage": args.storage,
+            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment}
+
+
+def _absolute_sqlite(uri: str | None) -> str:
+    from .tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"  # trial processes start elsewhere
+    return uri
+
+
+def connect(args) -> None:
+    """Joins the given Ray cluster, or starts a private local one (never attaching to a stray cluster)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if args.address:
+        ray.init(address=args.address, runtime_env={"env_vars": RAY_ENV}, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
+                 runtime_env={"env_vars": RAY_ENV})
+
+
+def main_guard(run) -> int:
+    """Runs a script's main; bad input is one line on stderr and exit code 2."""
+    from ..data import DataError
+
+    try:
+        return run() or 0
+    except (ConfigError, DataError, SweepArgumentError) as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"MLflow UI: {tracking_uri}"
+    return f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}   (then http://127.0.0.1:5000)"
+
+
+def print_trials(result, columns: list[str]) -> None:
+    from .summary import markdown, trial_rows
+
+    print(markdown(trial_rows(result.trials, columns)))
+
+
+def search_main(description: str, presets: dict[str, Preset], default: str, make_space, objectives=None,
+                extra_flags=None, budgets=None, asha: bool = True) -> int:
+    """A whole search script: flags → validated spec → Ray → Tune sweep → summary printed and logged.
+    `make_space(args, base)` builds the space; `budgets(base)` gives the final evaluation's cost budgets."""
+    p = parser(description, presets, default)
+    if extra_flags:
+        extra_flags(p)
+    args = p.parse_args()
+
+    def run() -> int:
+        from .summary import log_sweep_summary, summary_columns
+        from .sweep import Objective, SCORE, SweepSpec, run_sweep, validate
+        from .tracking import client
+
+        preset = presets[args.preset]
+        base = base_tree(args, preset)
+        spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
+                         space=make_space(args, base), num_samples=args.trials or preset.trials,
+                         objectives=tuple(objectives or (Objective(SCORE, "max"),)), asha=asha and not objectives,
+                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **resolved(args, preset))
+        validate(spec)
+        connect(args)
+        result = run_sweep(spec, preset=args.preset)
+        print_trials(result, summary_columns(result)[:8])
+        if len(spec.objectives) > 1:
+            print(f"Pareto front ({', '.join(f'{o.metric} {o.mode}' for o in spec.objectives)}): "
+                  + ", ".join(t.name for t in result.pareto_front()))
+        best = result.best()
+        print(f"best trial: {best.name if best else '-'}  {best.params if best else ''}")
+        log_sweep_summary(spec.tracking_uri, result)
+        failed = [t for t in result.trials if t.status == "FAILED"]
+        client(spec.tracking_uri).set_terminated(result.parent_run_id, "FAILED" if failed else "FINISHED")
+        print(mlflow_ui_hint(spec.tracking_uri))
+        return 1 if failed else 0
+
+    return main_guard(run)
+
+
+def cost_budgets(base: dict, fractions=(0.25, 0.5, 0.75)) -> list[float]:
+    """Multiply-add budgets for the final evaluation, as fractions of the way from the cheapest to the full
+    network of the base config (exit 1 → exit K, or base-net → super-net)."""
+    from ..metrics.costs import costs_report
+    from ..models import create_model, model_entry
+
+    name = base["model"]["name"]
+    entry = model_entry(name)
+    report = costs_report(name, create_model(name, **base["model"]["args"]), entry.input_size, entry.cost_convention)
+    costs = sorted(row["macs"] for row in report.get("exits") or report["configs"])
+    return [costs[0] + f * (costs[-1] - costs[0]) for f in fractions]

@@ -1,0 +1,35 @@
+"""ADN sub-path choices, multi-objective (Optuna NSGA-II): mandatory blocks per stage, skip-aware norms and
+the self-distillation's α and T, for held-out accuracy of the base-net against its multiply-adds. After
+training, every trial picks among its 2^S sub-networks the best (held-out) under 3 cost budgets; the sweep
+reports the Pareto front of (base-net accuracy, base-net cost).
+
+  python sweeps/adn_subpaths.py --preset smoke
+"""
+import sys
+
+from adaptnet.cluster.spaces import ADNSpace
+from adaptnet.cluster.sweep import Objective
+from adaptnet.cluster.sweep_cli import Preset, cost_budgets, search_main
+
+PRESETS = {
+    "smoke": Preset("cifar10-resnet56-adn", ("data.train_subset=256", "data.holdout=128",
+                                             "data.test_subset=256", "train.epochs=1"),
+                    help="4 tiny ResNet-56 trials on a CPU", trials=4),
+    "cpu": Preset("cifar10-resnet56-adn", ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=2000",
+                                           "train.epochs=3"), help="12 ResNet-56 trials on CIFAR-10 subsets", trials=12),
+    "paper-imagenet": Preset("resnet50-adn-paper", help="24 ResNet-50 trials, the ADN brief's recipe, 4 GPUs each",
+                             trials=24, workers=4, gpus_per_worker=1, cpus_per_worker=8),
+}
+OBJECTIVES = (Objective("final/holdout_top1_base", "max"), Objective("final/macs_base", "min"))
+
+
+def space(args, base):
+    from adaptnet.models import create_model
+
+    model = create_model(base["model"]["name"], **{k: v for k, v in base["model"]["args"].items() if k != "n_mandatory"})
+    return ADNSpace(blocks_per_stage=tuple(len(stage) for stage in model.stages))
+
+
+if __name__ == "__main__":
+    sys.exit(search_main(__doc__, PRESETS, "smoke", space, objectives=OBJECTIVES,
+                         budgets=lambda base: cost_budgets(base, (0.5, 0.7, 0.9))))

@@ -1,0 +1,38 @@
+"""Exit-loss weights of a multi-exit MSDNet: K free non-negative weights (normalised to sum K) or the
+one-parameter scheme w_k ∝ (k/K)^p, optionally with Gradient Equilibrium on/off and its scope in the search
+(Optuna TPE, ASHA on the held-out score). The final evaluation reports budgeted accuracy at 3 budgets.
+
+  python sweeps/exit_weights.py --preset smoke --scheme power --search-ge
+"""
+import sys
+
+from adaptnet.cluster.spaces import ExitWeightSpace, GESpace
+from adaptnet.cluster.sweep_cli import Preset, cost_budgets, search_main
+
+PRESETS = {
+    "smoke": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", "data.train_subset=256", "data.holdout=128",
+                                      "data.test_subset=256", "train.epochs=1"), help="4 tiny trials on a CPU", trials=4),
+    "cpu": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", "data.train_subset=5000", "data.holdout=1000",
+                                    "data.test_subset=2000", "train.epochs=4"), help="16 trials on CIFAR-10 subsets",
+                  trials=16),
+    "paper-cifar100": Preset("cifar100-paper", help="48 trials of the CIFAR-100 recipe, 1 GPU each", trials=48,
+                             gpus_per_worker=1, cpus_per_worker=4),
+}
+
+
+def flags(p):
+    p.add_argument("--scheme", choices=["free", "power"], default="free",
+                   help="free: one weight per exit; power: w_k ∝ (k/K)^p")
+    p.add_argument("--search-ge", action="store_true", help="also search GE off / coarsest / all")
+
+
+def space(args, base):
+    from adaptnet.models import create_model
+
+    exits = create_model(base["model"]["name"], **base["model"]["args"]).num_exits
+    weights = ExitWeightSpace(num_exits=exits, scheme=args.scheme)
+    return weights + GESpace() if args.search_ge else weights
+
+
+if __name__ == "__main__":
+    sys.exit(search_main(__doc__, PRESETS, "smoke", space, extra_flags=flags, budgets=cost_budgets))

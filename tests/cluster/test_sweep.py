@@ -1,0 +1,155 @@
+"""Ray Tune sweeps on a real local Ray cluster with real CIFAR-10 subsets and MLflow (sqlite)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from adaptnet.cluster.spaces import ADNSpace, ExitWeightSpace, OptimSpace
+from adaptnet.cluster.sweep import (FINAL_MARK, SCORE, Objective, SweepSpec, child_runs, concurrency, run_sweep,
+                                    with_overrides)
+from adaptnet.cluster.tracking import client
+from adaptnet.loop import build_config, read_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A 3-exit MSDNet small enough for a CPU trial in seconds.
+TINY_MSDNET = ["model.name=msdnet_cifar_budgeted", "model.args={n_blocks: 3, n_channels: 8}", "data.holdout=256",
+               "data.test_subset=128", "train.batch_size=32", "optim.schedule=multistep"]
+
+
+def _base(spec_path, *overrides, preset="cifar10-smoke"):
+    tree = build_config(read_yaml(preset), [f"data.dataset={spec_path}", *overrides]).model_dump()
+    tree.pop("output_dir")
+    return tree
+
+
+def _spec(tmp_path, name, base, **kwargs):
+    return SweepSpec(name=name, base=base, storage=str(tmp_path / "store"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     experiment="sweep-tests", scratch=str(tmp_path / "scratch"), **kwargs)
+
+
+def test_optuna_sweep_runs_four_trials_at_once_with_one_child_run_each(tmp_path, cifar10_spec, ray_cluster):
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=2")
+    spec = _spec(tmp_path, "overlap", base, space=OptimSpace() + ExitWeightSpace(num_exits=3, scheme="power"),
+                 num_samples=4)
+    assert concurrency(spec, ray.cluster_resources()) == 4  # 4 CPUs, 1 per single-worker trial
+    result = run_sweep(spec)
+    assert [t.status for t in result.trials] == ["FINISHED"] * 4
+    children = child_runs(spec.tracking_uri, result.parent_run_id, "overlap")
+    assert sorted(r.data.tags["adaptnet.trial_id"] for r in children) == sorted(t.trial_id for t in result.trials)
+    spans = sorted((r.info.start_time, r.info.end_time) for r in children)
+    assert any(later_start < earlier_end for (_, earlier_end), (later_start, _) in zip(spans, spans[1:]))
+    for t in result.trials:  # sampled weights reached the config: normalised to sum K = 3
+        assert sum(t.config["train"]["exit_weights"]) == pytest.approx(3, abs=1e-4)
+        assert t.metrics[FINAL_MARK] == 1.0 and 0 <= t.metrics[SCORE] <= 100
+    assert result.best().metrics[SCORE] == max(t.metrics[SCORE] for t in result.trials)
+    history = client(spec.tracking_uri).get_metric_history(children[0].info.run_id, "epoch")
+    assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_asha_stops_a_poor_multi_worker_trial_and_leaves_no_placement_group(tmp_path, cifar10_spec, ray_cluster):
+    from ray.util import placement_group_table
+
+    before = set(placement_group_table())
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=2048", "train.epochs=2")
+    # One at a time in grid order: the good trial sets the first rung; near-zero learning rates fall below it.
+    spec = _spec(tmp_path, "asha", base, grid={"optim.lr": [0.1, 1e-9, 1e-9]}, asha=True, workers=2, max_concurrent=1)
+    result = run_sweep(spec)
+    statuses = [t.status for t in result.trials]
+    assert statuses[0] == "FINISHED" and "KILLED" in statuses
+    stopped = [t for t in result.trials if t.status == "KILLED"]
+    assert all(t.metrics["training_iteration"] == 1 for t in stopped)  # stopped at the first rung
+    children = {r.data.tags["adaptnet.trial_id"]: r.info.status for r in child_runs(spec.tracking_uri, result.parent_run_id)}
+    assert {children[t.trial_id] for t in stopped} == {"KILLED"}
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        left = {pg: info for pg, info in placement_group_table().items() if pg not in before and info["state"] != "REMOVED"}
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
+
+
+def test_multi_objective_adn_sweep_has_a_pareto_front_of_sub_path_choices(tmp_path, cifar10_spec, ray_cluster):
+    base = _base(cifar10_spec, "data.train_subset=256", "data.holdout=128", "data.test_subset=128", "train.epochs=1",
+                 "train.batch_size=64", preset="cifar10-resnet56-adn")
+    objectives = (Objective("final/holdout_top1_base", "max"), Objective("final/macs_base", "min"))
+    spec = _spec(tmp_path, "adn", base, space=ADNSpace(blocks_per_stage=(9, 9, 9)), num_samples=4,
+                 objectives=objectives, budgets=(60e6, 90e6))
+    result = run_sweep(spec)
+    front = result.pareto_front()
+    assert front and set(t.trial_id for t in front) <= {t.trial_id for t in result.finished()}
+    costs = {t.metrics["final/macs_base"] for t in result.finished()}
+    assert len(costs) > 1  # the mandatory-block choices changed the base-net
+    for t in result.finished():  # the trial picked a sub-network under each budget on the held-out split
+        assert t.metrics["final/budget1_macs"] <= 60e6 and t.metrics["final/budget2_macs"] <= 90e6
+        assert len(t.config["model"]["args"]["n_mandatory"]) == 3
+
+
+def test_bad_sweep_values_fail_in_one_line_before_any_cluster_work(tmp_path, cifar10_spec):
+    from adaptnet.cluster.sweep import validate
+    from adaptnet.loop import ConfigError
+
+    base = _base(cifar10_spec, *TINY_MSDNET)
+    with pytest.raises(ConfigError, match=r"^sweep bad: optim.lr: Input should be greater than 0") as err:
+        validate(_spec(tmp_path, "bad", base, grid={"optim.lr": [0.1, -1.0]}))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"train.exit_weights: msdnet_cifar_budgeted has 3 exits, got 5"):
+        validate(_spec(tmp_path, "bad", base, space=ExitWeightSpace(num_exits=5)))
+    assert with_overrides(base, {"model.ge_scope": None})["model"]["ge_scope"] is None
+
+
+def _script(*args, env=None, timeout=900):
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sweep_scripts_reject_bad_flags_in_one_line():
+    for args, field in ((["sweeps/ge_vs_baseline.py", "--preset", "smoke", "--set", "optim.lr=-1"], "optim.lr"),
+                        (["sweeps/ge_vs_baseline.py", "--arms", "ge,imta"], "--arms"),
+                        (["sweeps/exit_weights.py", "--trials", "0"], "--trials")):
+        done = _script(*args, "--address", "127.0.0.1:1", timeout=120)  # never reached: the error comes first
+        assert done.returncode == 2, done.stderr
+        assert field in done.stderr and len(done.stderr.strip().splitlines()) <= 2, done.stderr
+
+
+def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path, cifar10_spec, ray_head):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = ["sweeps/exit_weights.py", "--preset", "smoke", "--trials", "4", "--max-concurrent", "2",
+               "--dataset", cifar10_spec, "--address", ray_head.address, "--storage", str(tmp_path / "store"),
+               "--tracking-uri", tracking, "--name", "restore-drill",
+               "--set", "data.train_subset=512", "--set", "train.epochs=3",
+               *[f"--set={o}" for o in TINY_MSDNET if not o.startswith("data.holdout")]]
+    env = {**ray_head.env, "ADAPTNET_SCRATCH": str(tmp_path / "scratch")}
+    driver = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    mlflow = client(tracking)
+    finished_before = {}
+    deadline = time.time() + 600
+    while time.time() < deadline and not finished_before:  # kill once a trial has finished and others run
+        time.sleep(1)
+        experiment = mlflow.get_experiment_by_name("adaptnet-sweeps") if (tmp_path / "mlflow.db").exists() else None
+        runs = mlflow.search_runs([experiment.experiment_id], "tags.`adaptnet.trial_id` != ''") if experiment else []
+        finished_before = {r.info.run_id: r.info.end_time for r in runs if r.info.status == "FINISHED"}
+        assert driver.poll() is None, driver.stdout.read()
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert finished_before, "no trial finished in time"
+
+    done = _script(*command, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "restoring the sweep" in done.stdout + done.stderr
+    experiment = mlflow.get_experiment_by_name("adaptnet-sweeps")
+    (parent,) = mlflow.search_runs([experiment.experiment_id], "attributes.run_name = 'restore-drill'")
+    children = child_runs(tracking, parent.info.run_id)
+    assert len(children) == 4 and len({r.data.tags["adaptnet.trial_id"] for r in children}) == 4
+    assert {r.info.status for r in children} == {"FINISHED"}
+    for run in children:
+        if run.info.run_id in finished_before:  # not rerun: untouched since it finished
+            assert run.info.end_time == finished_before[run.info.run_id]
+        steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == [1, 2, 3]

@@ -1,0 +1,43 @@
+"""Confidence intervals of the seeded comparison, checked against hand computations."""
+import math
+
+import pytest
+
+from adaptnet.metrics.stats import comparison_rows, mean_ci, paired_difference, table_markdown, table_text
+
+
+def test_mean_ci_matches_a_hand_computation():
+    # values 1,2,3,4: mean 2.5, sample sd sqrt(5/3) = 1.290994, se = 0.645497, t(0.975, 3) = 3.182446
+    interval = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert interval.mean == pytest.approx(2.5)
+    assert interval.half_width == pytest.approx(3.182446 * 1.290994 / 2, rel=1e-6)  # 2.054260
+    assert (interval.low, interval.high) == pytest.approx((2.5 - 2.05426, 2.5 + 2.05426), abs=1e-5)
+
+
+def test_ninety_percent_interval_and_single_value():
+    # t(0.95, 2) = 2.919986; values 10, 12, 17: mean 13, sd sqrt(13) = 3.605551
+    assert mean_ci([10.0, 12.0, 17.0], level=0.9).half_width == pytest.approx(2.919986 * 3.605551 / math.sqrt(3), rel=1e-6)
+    single = mean_ci([7.0])
+    assert single.mean == 7.0 and math.isnan(single.half_width) and str(single) == "7.00"
+
+
+def test_paired_difference_uses_per_seed_differences_not_the_two_means():
+    baseline = {0: 50.0, 1: 60.0, 2: 70.0}
+    arm = {0: 51.0, 1: 62.0, 2: 70.0, 3: 99.0}      # seed 3 has no baseline partner and is ignored
+    # differences 1, 2, 0: mean 1, sd 1, t(0.975, 2) = 4.302653 → half width 4.302653 / sqrt(3) = 2.484138
+    diff = paired_difference(arm, baseline)
+    assert diff.n == 3 and diff.mean == pytest.approx(1.0)
+    assert diff.half_width == pytest.approx(2.484138, rel=1e-6)
+    # an unpaired interval would be far wider: the seeds' spread (±10) cancels in the pairing
+    assert mean_ci([51.0, 62.0, 70.0]).half_width > 9 * diff.half_width
+
+
+def test_comparison_rows_and_tables():
+    results = {"baseline": {0: {"exit1": 50.0}, 1: {"exit1": 60.0}, 2: {"exit1": 70.0}},
+               "ge": {0: {"exit1": 51.0}, 1: {"exit1": 62.0}, 2: {"exit1": 70.0}}}
+    rows = comparison_rows(results, ["exit1"], baseline="baseline")
+    assert [(r["arm"], r["diff"] is None) for r in rows] == [("baseline", True), ("ge", False)]
+    assert rows[1]["diff"].mean == pytest.approx(1.0)
+    text, markdown = table_text(rows), table_markdown(rows)
+    assert "61.00 ± 23.70" in text and "+1.00" in text and "[-1.48, +3.48]" in text
+    assert markdown.splitlines()[0].startswith("| metric | arm |") and markdown.count("\n") == 3
