@@ -56,7 +56,7 @@ def test_asha_stops_a_poor_multi_worker_trial_and_leaves_no_placement_group(tmp_
     from ray.util import placement_group_table
 
     before = set(placement_group_table())
-    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=2048", "train.epochs=2")
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=2048", "train.epochs=1")
     # One at a time in grid order: the good trial sets the first rung; near-zero learning rates fall below it.
     spec = _spec(tmp_path, "asha", base, grid={"optim.lr": [0.1, 1e-9, 1e-9]}, asha=True, workers=2, max_concurrent=1)
     result = run_sweep(spec)

@@ -129,8 +129,8 @@ def override_items(overrides: dict[str, Any]) -> list[str]:
 
 
 def trial_config(base: dict, overrides: dict[str, Any], name: str, output_dir: str) -> RunConfig:
-    return build_config(base, override_items(overrides) + [f"name={name}", f"output_dir={output_dir}",
-                                                            "train.progress=false"])
+    tree = {**base, "name": name, "output_dir": output_dir, "train": {**base["train"], "progress": False}}
+    return build_config(tree, override_items(overrides))
 
 
 def with_overrides(base: dict, overrides: dict[str, Any]) -> dict:
@@ -460,7 +460,9 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=_searcher(spec), scheduler=_scheduler(spec, max_epochs),
                                         num_samples=1 if spec.grid else spec.num_samples,
-                                        max_concurrent_trials=concurrency(spec, cluster), reuse_actors=True),
+                                        max_concurrent_trials=concurrency(spec, cluster),
+                                        # a stopped multi-worker trial must take its TorchTrainer down with its actor
+                                        reuse_actors=spec.workers == 1),
             run_config=tune.RunConfig(name=spec.name, storage_path=storage_path, storage_filesystem=filesystem,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=0))
