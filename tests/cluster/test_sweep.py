@@ -80,14 +80,15 @@ def test_multi_objective_adn_sweep_has_a_pareto_front_of_sub_path_choices(tmp_pa
                  "train.batch_size=64", preset="cifar10-resnet56-adn")
     objectives = (Objective("final/holdout_top1_base", "max"), Objective("final/macs_base", "min"))
     spec = _spec(tmp_path, "adn", base, space=ADNSpace(blocks_per_stage=(9, 9, 9)), num_samples=4,
-                 objectives=objectives, budgets=(60e6, 90e6))
+                 objectives=objectives, budgets=(70e6, 130e6))
     result = run_sweep(spec)
     front = result.pareto_front()
     assert front and set(t.trial_id for t in front) <= {t.trial_id for t in result.finished()}
     costs = {t.metrics["final/macs_base"] for t in result.finished()}
     assert len(costs) > 1  # the mandatory-block choices changed the base-net
-    for t in result.finished():  # the trial picked a sub-network under each budget on the held-out split
-        assert t.metrics["final/budget1_macs"] <= 60e6 and t.metrics["final/budget2_macs"] <= 90e6
+    for t in result.finished():  # each trial picked, on the held-out split, a sub-network under each budget
+        assert t.metrics["final/budget2_macs"] <= 130e6  # ResNet-56's super-net (125.5M) always fits
+        assert t.metrics.get("final/budget1_macs", 0) <= 70e6  # absent when not even the base-net fits
         assert len(t.config["model"]["args"]["n_mandatory"]) == 3
 
 
