@@ -14,8 +14,9 @@ $(VENV)/.installed: requirements.txt platform/pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# The main job: baseline vs GE vs IMTA, paired seeds, on a local Ray, tracked in ./mlflow.db. Rerunning resumes.
 demo: $(VENV)/.installed
-	$(VENV)/bin/adaptnet train cifar10-smoke data.dataset=$(DATASET) output_dir=runs/demo train.resume=false
+	$(PY) sweeps/ge_vs_baseline.py --preset cpu --dataset $(DATASET) --storage runs/sweeps --tracking-uri sqlite:///mlflow.db
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

@@ -9,14 +9,12 @@ import sys
 
 from adaptnet.cluster.spaces import ADNSpace
 from adaptnet.cluster.sweep import Objective
-from adaptnet.cluster.sweep_cli import Preset, cost_budgets, search_main
+from adaptnet.cluster.sweep_cli import CPU_DATA, SMOKE_DATA, Preset, cost_budgets, search_main
 
 PRESETS = {
-    "smoke": Preset("cifar10-resnet56-adn", ("data.train_subset=256", "data.holdout=128",
-                                             "data.test_subset=256", "train.epochs=1"),
+    "smoke": Preset("cifar10-resnet56-adn", SMOKE_DATA,
                     help="4 tiny ResNet-56 trials on a CPU", trials=4),
-    "cpu": Preset("cifar10-resnet56-adn", ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=2000",
-                                           "train.epochs=3"), help="12 ResNet-56 trials on CIFAR-10 subsets", trials=12),
+    "cpu": Preset("cifar10-resnet56-adn", CPU_DATA, help="12 ResNet-56 trials on CIFAR-10 subsets", trials=12),
     "paper-imagenet": Preset("resnet50-adn-paper", help="24 ResNet-50 trials, the ADN brief's recipe, 4 GPUs each",
                              trials=24, workers=4, gpus_per_worker=1, cpus_per_worker=8),
 }

@@ -7,13 +7,11 @@ one-parameter scheme w_k ∝ (k/K)^p, optionally with Gradient Equilibrium on/of
 import sys
 
 from adaptnet.cluster.spaces import ExitWeightSpace, GESpace
-from adaptnet.cluster.sweep_cli import Preset, cost_budgets, search_main
+from adaptnet.cluster.sweep_cli import CPU_DATA, SMOKE_DATA, Preset, cost_budgets, search_main
 
 PRESETS = {
-    "smoke": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", "data.train_subset=256", "data.holdout=128",
-                                      "data.test_subset=256", "train.epochs=1"), help="4 tiny trials on a CPU", trials=4),
-    "cpu": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", "data.train_subset=5000", "data.holdout=1000",
-                                    "data.test_subset=2000", "train.epochs=4"), help="16 trials on CIFAR-10 subsets",
+    "smoke": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", *SMOKE_DATA), help="4 tiny trials on a CPU", trials=4),
+    "cpu": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", *CPU_DATA), help="16 trials on CIFAR-10 subsets",
                   trials=16),
     "paper-cifar100": Preset("cifar100-paper", help="48 trials of the CIFAR-100 recipe, 1 GPU each", trials=48,
                              gpus_per_worker=1, cpus_per_worker=4),

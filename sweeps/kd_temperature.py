@@ -6,13 +6,11 @@ on the held-out score). Each trial runs both IMTA stages (GE backbone, then ISC 
 import sys
 
 from adaptnet.cluster.spaces import KDSpace
-from adaptnet.cluster.sweep_cli import Preset, search_main
+from adaptnet.cluster.sweep_cli import CPU_DATA, SMOKE_DATA, Preset, search_main
 
 PRESETS = {
-    "smoke": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", "data.train_subset=256", "data.holdout=128",
-                                     "data.test_subset=256", "train.epochs=1"), help="4 tiny trials on a CPU", trials=4),
-    "cpu": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", "data.train_subset=5000", "data.holdout=1000",
-                                   "data.test_subset=2000", "train.epochs=3"), help="12 trials on CIFAR-10 subsets",
+    "smoke": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", *SMOKE_DATA), help="4 tiny trials on a CPU", trials=4),
+    "cpu": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", *CPU_DATA), help="12 trials on CIFAR-10 subsets",
                   trials=12),
     "paper-cifar100": Preset("cifar100-imta-paper", help="32 trials of the CIFAR-100 recipe, 1 GPU each", trials=32,
                              gpus_per_worker=1, cpus_per_worker=4),

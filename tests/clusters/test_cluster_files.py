@@ -20,6 +20,25 @@ def test_aws_yaml_passes_rays_schema_and_validator():
     assert all("IamInstanceProfile" in t["node_config"] for t in types.values())  # S3 without keys
 
 
+def test_every_cluster_yaml_passes_rays_validator():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    launcher_files = [p for p in CLUSTERS.glob("*.yaml") if p.name != "runtime_env.yaml"]
+    assert {p.name for p in launcher_files} >= {"aws.yaml", "local.yaml"}
+    for path in launcher_files:
+        validate_config(prepare_config(yaml.safe_load(path.read_text())))
+
+
+def test_nodes_share_the_token_and_workers_reach_mlflow_through_a_tunnel():
+    config = yaml.safe_load((CLUSTERS / "aws.yaml").read_text())
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    setup = " ".join(config["setup_commands"])
+    assert "RAY_AUTH_MODE=token" in setup and "MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in setup
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert ". ~/adaptnet/cluster.env && ray start" in " ".join(config[key])
+    assert "-L 5000:127.0.0.1:5000" in " ".join(config["worker_setup_commands"])
+
+
 def test_security_group_adds_no_ingress_beyond_ssh():
     config = yaml.safe_load((CLUSTERS / "aws.yaml").read_text())
     extra = config["provider"]["security_group"]["IpPermissions"]

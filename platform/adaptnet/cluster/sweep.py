@@ -27,7 +27,7 @@ from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
-TRIAL_TAG, SWEEP_TAG = "adaptnet.trial_id", "adaptnet.sweep"
+TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
 PARENT_TAG = "mlflow.parentRunId"
 SPECIAL_KEYS = ("arm", "seed")
 # Tune saves the experiment state at most this often; short, so that a killed driver forgets little.
@@ -35,6 +35,8 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 # Multi-objective targets (e.g. a sub-network's cost) exist only in a trial's final result; Optuna reads
 # nothing else for them, but Tune would reject every per-epoch result that lacks them.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Every epoch checkpoints (that is what makes trials restartable); Tune's warning about it is noise.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,12 @@ class TrialContext:
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune trainable: one run, every stage, then its final evaluation."""
+    import logging
+
+    import ray
     from ray import tune
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     tune_ctx = tune.get_context()
     trial_id = tune_ctx.get_trial_id()
     overrides = trial_overrides(params, ctx.arms)
@@ -218,6 +224,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         ctx.tracking_uri, ctx.experiment, run_key=f"{ctx.sweep_key}/{trial_id}", run_name=f"{ctx.sweep}/{name}",
         params={**flatten(cfg.model_dump()), **{f"trial.{k}": v for k, v in params.items()}},
         tags={PARENT_TAG: ctx.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: ctx.sweep,
+              NODE_TAG: ray.get_runtime_context().get_node_id(),
               "adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name,
               **({"adaptnet.arm": str(params["arm"])} if "arm" in params else {})})
     try:

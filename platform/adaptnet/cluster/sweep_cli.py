@@ -11,6 +11,9 @@ from typing import Any
 
 from ..loop import ConfigError, read_yaml
 
+# Data sizes of the search scripts' presets: `smoke` runs in minutes on a CPU, `cpu` on real CIFAR-10 subsets.
+SMOKE_DATA = ("data.train_subset=256", "data.holdout=128", "data.test_subset=256", "train.epochs=1")
+CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=2000", "train.epochs=3")
 # Trial teardown waits on Ray Train's health-check poll (2 s by default).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
@@ -66,25 +69,22 @@ def parser(description: str, presets: dict[str, Preset], default: str) -> argpar
     return p
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _checked(cast, ok, rule: str):
+    """An argparse type: `cast` the text, then require `ok(value)` (else the one-line `rule`)."""
+    def convert(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {value}")
+        return value
+    return convert
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_positive = _checked(int, lambda v: v >= 1, "must be at least 1")
+_positive_float = _checked(float, lambda v: v > 0, "must be positive")
+_non_negative_float = _checked(float, lambda v: v >= 0, "must not be negative")
 
 
 def base_tree(args, preset: Preset) -> dict:
@@ -125,6 +125,7 @@ def connect(args) -> None:
 
     if ray.is_initialized():
         return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's epoch lines, not "[repeated 2x across cluster]"
     if args.address:
         ray.init(address=args.address, runtime_env={"env_vars": RAY_ENV}, log_to_driver=True)
     else:

@@ -1,0 +1,83 @@
+"""The user's day on local clusters: `ray job submit` of the smoke sweep to a token-authenticated head on
+127.0.0.1 with an MLflow server on 127.0.0.1, and the same job on a local multi-node (fake provider) cluster
+with trials on several nodes. Ray and MLflow are stopped by pid."""
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from conftest import MlflowServer, RayHead
+
+from adaptnet.cluster.sweep import NODE_TAG, child_runs
+from adaptnet.cluster.tracking import client
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _submit_smoke_sweep(head: RayHead, tmp_path: Path, spec: str, tracking_uri: str, name: str) -> tuple[str, float]:
+    submission = f"{name}-{uuid.uuid4().hex[:6]}"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [RAY, "job", "submit", "--address", head.dashboard, "--submission-id", submission,
+         "--runtime-env", "clusters/runtime_env.yaml", "--", "python", "sweeps/ge_vs_baseline.py", "--preset", "smoke",
+         "--dataset", spec, "--storage", str(tmp_path / "store"), "--tracking-uri", tracking_uri, "--name", name],
+        cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1500)
+    runtime = time.perf_counter() - started
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    return submission, runtime
+
+
+def _parent_and_children(tracking_uri: str, name: str):
+    mlflow = client(tracking_uri)
+    experiment = mlflow.get_experiment_by_name("adaptnet-sweeps")
+    (parent,) = mlflow.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
+    return parent, child_runs(tracking_uri, parent.info.run_id)
+
+
+def test_job_submit_runs_the_smoke_sweep_into_mlflow_on_loopback(tmp_path, cifar10_spec, ray_head, port_factory):
+    server = MlflowServer(tmp_path, str(tmp_path / "artifacts"), port_factory()).start()
+    try:
+        submission, runtime = _submit_smoke_sweep(ray_head, tmp_path, cifar10_spec, server.uri, "job-smoke")
+        parent, children = _parent_and_children(server.uri, "job-smoke")
+        assert parent.info.status == "FINISHED"
+        assert len(children) == 6 and {r.info.status for r in children} == {"FINISHED"}  # 3 arms × 2 seeds
+        assert {r.data.tags["adaptnet.arm"] for r in children} == {"baseline", "ge", "imta"}
+        artifacts = {a.path for a in client(server.uri).list_artifacts(parent.info.run_id, "job-smoke-seeds")}
+        assert {"job-smoke-seeds/comparison.md", "job-smoke-seeds/trials.csv"} <= artifacts
+    finally:
+        server.stop()
+    logs = subprocess.run([RAY, "job", "logs", "--address", ray_head.dashboard, submission], env=ray_head.env,
+                          capture_output=True, text=True, timeout=120).stdout
+    assert "epoch 1 | loss" in logs and "paired seeds" in logs
+    print(f"job runtime {runtime:.1f} s")
+
+
+def test_local_multi_node_cluster_runs_the_job_with_trials_on_two_nodes(tmp_path, cifar10_spec, port_factory):
+    port = port_factory()
+    config = yaml.safe_load((REPO / "clusters" / "local.yaml").read_text())
+    config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
+    autoscaling = tmp_path / "local.yaml"
+    autoscaling.write_text(yaml.safe_dump(config))
+    head = RayHead(tmp_path, port, port_factory(), num_cpus=0, extra_env={"RAY_FAKE_CLUSTER": "1"},
+                   extra_args=['--resources={"trial_driver": 4}', f"--autoscaling-config={autoscaling}"])
+    try:
+        deadline = time.time() + 180
+        alive = []
+        while time.time() < deadline and len(alive) < 3:  # head + the 2 workers kept up by min_workers
+            nodes = head.get("/api/v0/nodes?limit=100")["data"]["result"]["result"]
+            alive = [n for n in nodes if n["state"] == "ALIVE"]
+            time.sleep(1)
+        assert len(alive) == 3, alive
+        tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        _, runtime = _submit_smoke_sweep(head, tmp_path, cifar10_spec, tracking, "multi-node")
+        _, children = _parent_and_children(tracking, "multi-node")
+        nodes = {r.data.tags[NODE_TAG] for r in children}
+        head_node = next(n["node_id"] for n in alive if n["is_head_node"])
+        assert len(nodes) >= 2 and head_node not in nodes, nodes  # the head (0 CPUs) trains nothing
+        print(f"multi-node job runtime {runtime:.1f} s; trials on {len(nodes)} nodes")
+    finally:
+        head.stop()
