@@ -1,7 +1,7 @@
 """Fixed per-trial cost of the sweep machinery (Tune trial + Optuna/grid + MLflow child run + checkpoints, and
 a TorchTrainer for multi-worker trials), measured with a trivial training step.
 
-For each trial kind, two sweeps run one trial at a time: 1 trial and 1 + N trials. Their wall-time difference
+For each trial kind, after a warm-up sweep, two sweeps run one trial at a time: 1 trial and 1 + N trials. Their wall-time difference
 divided by N is the cost of one more trial (the Tuner's own start-up cancels out); minus the same trial's
 compute measured in this process (`fit` + final evaluation) it is the fixed overhead. Goals: ≤ 5 s per
 single-worker trial, ≤ 10 s per multi-worker trial. Prints; asserts nothing.
@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 
 from adaptnet.cluster.sweep import SweepSpec, final_summary, run_sweep, trial_config
-from adaptnet.cluster.sweep_cli import RAY_ENV
+from adaptnet.cluster.sweep_cli import LOCAL_RESOURCES, RAY_ENV
 from adaptnet.loop import build_config, fit, read_yaml
 
 EXTRA_TRIALS = 3
@@ -58,8 +58,9 @@ def main(spec: str):
         os.chdir(root)
         base = base_tree(spec)
         compute = compute_seconds(base, root)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": RAY_ENV})
+        ray.init(address="local", num_cpus=2, resources=LOCAL_RESOURCES, runtime_env={"env_vars": RAY_ENV})
         for label, workers, goal in (("single-worker", 1, 5.0), ("multi-worker (2 DDP workers)", 2, 10.0)):
+            sweep_seconds(base, root, f"w{workers}-warm-up", 1, workers)  # first Tune/Train imports and spawns
             one = sweep_seconds(base, root, f"w{workers}-one", 1, workers)
             more = sweep_seconds(base, root, f"w{workers}-more", 1 + EXTRA_TRIALS, workers)
             per_trial = (more - one) / EXTRA_TRIALS

@@ -14,6 +14,9 @@ from ..loop import ConfigError, read_yaml
 # Data sizes of the search scripts' presets: `smoke` runs in minutes on a CPU, `cpu` on real CIFAR-10 subsets.
 SMOKE_DATA = ("data.train_subset=256", "data.holdout=128", "data.test_subset=256", "train.epochs=1")
 CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=2000", "train.epochs=3")
+# Slots for the drivers of multi-worker trials (their workers reserve the CPUs): without them a driver's
+# sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
+LOCAL_RESOURCES = {"trial_driver": 64}
 # Trial teardown waits on Ray Train's health-check poll (2 s by default).
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
@@ -129,8 +132,8 @@ def connect(args) -> None:
     if args.address:
         ray.init(address=args.address, runtime_env={"env_vars": RAY_ENV}, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False,
-                 runtime_env={"env_vars": RAY_ENV})
+        # with its dashboard: Ray Train's placement-group cleaner asks the state API, and waits 10 s without it
+        ray.init(address="local", num_cpus=args.num_cpus, resources=LOCAL_RESOURCES, runtime_env={"env_vars": RAY_ENV})
 
 
 def main_guard(run) -> int:
