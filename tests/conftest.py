@@ -16,7 +16,8 @@ CIFAR_MIRROR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 @pytest.fixture(scope="session")
 def cifar10_spec() -> str:
     """The real CIFAR-10: the Makefile's choice, else the offline JPEG mirror, else torchvision's download."""
-    return os.environ.get("ADAPTNET_DATASET") or (str(CIFAR_MIRROR) if CIFAR_MIRROR.exists() else "cifar10")
+    spec = os.environ.get("ADAPTNET_DATASET") or (str(CIFAR_MIRROR) if CIFAR_MIRROR.exists() else "cifar10")
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec  # Ray workers start in other directories
 
 
 def free_port() -> int:
@@ -90,7 +91,7 @@ class MlflowServer:
 
 
 class RayHead:
-    """`ray start --head --block` on 127.0.0.1 with token authentication, in its own process group: the
+    """`ray start --head --block` (dashboard on 127.0.0.1) with token authentication, in its own process group: the
     cluster a submitted job or a separate driver process joins. Stopped by that group's pid, never `ray stop`."""
 
     def __init__(self, tmp: Path, port: int, dashboard_port: int, num_cpus: int = 4, extra_args=(), extra_env=None):
@@ -105,7 +106,7 @@ class RayHead:
         self.log = open(tmp / "ray-head.log", "w")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
-             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
              f"--num-cpus={num_cpus}", "--disable-usage-stats", *extra_args],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 90

@@ -3,6 +3,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import boto3
 
@@ -28,15 +29,26 @@ def _history(tracking_uri, experiment, name, key):
     return run, sorted((m.step, m.value) for m in mlflow.get_metric_history(run.info.run_id, key))
 
 
+def _train_worker_pids() -> list[int]:
+    """Pids of live Ray Train worker processes (by process title; Ray's state API cannot always reach the GCS
+    on these machines)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
 def _kill_a_worker_during_epoch(tracking, experiment, name, epoch, killed):
     """From outside: once MLflow has `epoch` (logged just before that epoch's checkpoint is committed),
     SIGKILL one Ray Train worker process by pid; records (pid, time)."""
-    from ray.util.state import list_actors
-
     deadline = time.time() + 300
     workers = []
     while time.time() < deadline and not workers:  # look the workers up before the moment comes
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        workers = _train_worker_pids()
         time.sleep(0.2)
     while time.time() < deadline:
         try:
@@ -44,8 +56,8 @@ def _kill_a_worker_during_epoch(tracking, experiment, name, epoch, killed):
         except ValueError:  # the run is not there yet
             steps = []
         if len(steps) >= epoch:
-            os.kill(workers[-1].pid, signal.SIGKILL)
-            killed.append((workers[-1].pid, time.time()))
+            os.kill(workers[-1], signal.SIGKILL)
+            killed.append((workers[-1], time.time()))
             return
         time.sleep(0.1)
 

@@ -120,7 +120,7 @@ def test_sweep_scripts_reject_bad_flags_in_one_line():
 
 def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path, cifar10_spec, ray_head):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = ["sweeps/exit_weights.py", "--preset", "smoke", "--trials", "4", "--max-concurrent", "2",
+    command = ["sweeps/exit_weights.py", "--preset", "smoke", "--trials", "4", "--max-concurrent", "2", "--no-asha",
                "--dataset", cifar10_spec, "--address", ray_head.address, "--storage", str(tmp_path / "store"),
                "--tracking-uri", tracking, "--name", "restore-drill",
                "--set", "data.train_subset=512", "--set", "train.epochs=3",

@@ -449,6 +449,9 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     from ray import tune
 
     validate(spec)
+    dataset = spec.base["data"]["dataset"]
+    if Path(dataset).exists():  # trials do not start in this directory
+        spec.base = {**spec.base, "data": {**spec.base["data"], "dataset": str(Path(dataset).resolve())}}
     storage_path, filesystem = storage_target(spec.storage)
     tracking_uri = resolve_tracking_uri(spec.tracking_uri)
     sweep_key = f"{storage_path}/{spec.name}"

@@ -130,7 +130,10 @@ def connect(args) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's epoch lines, not "[repeated 2x across cluster]"
     if args.address:
-        ray.init(address=args.address, runtime_env={"env_vars": RAY_ENV}, log_to_driver=True)
+        missing = {k: v for k, v in RAY_ENV.items() if k not in os.environ}
+        # inside `ray job submit` the job's runtime env is already the driver's: Ray refuses to merge another
+        in_job = "RAY_JOB_ID" in os.environ or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        ray.init(address=args.address, runtime_env=None if in_job or not missing else {"env_vars": missing})
     else:
         # with its dashboard: Ray Train's placement-group cleaner asks the state API, and waits 10 s without it
         ray.init(address="local", num_cpus=args.num_cpus, resources=LOCAL_RESOURCES, runtime_env={"env_vars": RAY_ENV})
@@ -164,6 +167,8 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
     """A whole search script: flags → validated spec → Ray → Tune sweep → summary printed and logged.
     `make_space(args, base)` builds the space; `budgets(base)` gives the final evaluation's cost budgets."""
     p = parser(description, presets, default)
+    if asha and not objectives:
+        p.add_argument("--no-asha", dest="asha", action="store_false", help="no early stopping: every trial runs out")
     if extra_flags:
         extra_flags(p)
     args = p.parse_args()
@@ -177,7 +182,7 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
         base = base_tree(args, preset)
         spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
                          space=make_space(args, base), num_samples=args.trials or preset.trials,
-                         objectives=tuple(objectives or (Objective(SCORE, "max"),)), asha=asha and not objectives,
+                         objectives=tuple(objectives or (Objective(SCORE, "max"),)), asha=getattr(args, "asha", False),
                          seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **resolved(args, preset))
         validate(spec)
         connect(args)
