@@ -153,7 +153,7 @@ def ray_cluster(moto_server):
     S3 endpoint variables are set so that its workers inherit them."""
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=True, resources={"trial_driver": 8},
+    ray.init(address="local", num_cpus=4, include_dashboard=True,
              runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
     yield ray
     ray.shutdown()
