@@ -52,6 +52,7 @@ def sweep_seconds(base: dict, root: Path, name: str, trials: int, workers: int) 
 
 
 def main(spec: str):
+    os.environ.setdefault("ADAPTNET_PG_CLEANER_STOP_S", "1")  # measured with the shortened cleaner stop
     spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

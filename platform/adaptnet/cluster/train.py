@@ -43,14 +43,18 @@ def shorten_placement_group_cleaner_stop() -> None:
     state-API lookup that, where the state API cannot reach the GCS (as on our CI machines), always times out:
     measured 24–34 s → 12–19 s per tiny 2-worker fit. The controller removes the placement group itself before
     that stop, so waiting 1 s changes nothing but the time (and logs a harmless "Failed to stop
-    PlacementGroupCleaner gracefully"). Private Ray API, pinned version; ADAPTNET_PG_CLEANER_STOP_S=12 restores."""
+    PlacementGroupCleaner gracefully"). Private Ray API, pinned version. Opt-in (ADAPTNET_PG_CLEANER_STOP_S=1):
+    with it, the ASHA drill (a stopped multi-worker trial, then the next one) hung once."""
     import functools
+
+    if not os.environ.get("ADAPTNET_PG_CLEANER_STOP_S"):
+        return
 
     from ray.train.v2._internal.callbacks import placement_group_callback as module
 
     callback = module.PlacementGroupCleanerCallback
     if not getattr(callback, "_adaptnet_shortened", False):
-        stop_s = float(os.environ.get("ADAPTNET_PG_CLEANER_STOP_S", "1"))
+        stop_s = float(os.environ["ADAPTNET_PG_CLEANER_STOP_S"])
         callback.__init__ = functools.partialmethod(callback.__init__, stop_timeout=stop_s)
         callback._adaptnet_shortened = True
 
