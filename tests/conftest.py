@@ -146,11 +146,11 @@ def ray_head(tmp_path_factory, port_factory):
     head.stop()
 
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(moto_server):
-    """A private local Ray instance (never one that happens to run on this machine); started after the
-    S3 endpoint variables are set so that its workers inherit them."""
+    """A private local Ray instance per test module (never one that happens to run on this machine, and no
+    actor or placement group left by one module's drills in the next); started after the S3 endpoint
+    variables are set so that its workers inherit them."""
     import ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=True,

@@ -10,9 +10,9 @@ import pytest
 import ray
 
 from adaptnet.cluster.spaces import ADNSpace, ExitWeightSpace, OptimSpace
-from adaptnet.cluster.sweep import (FINAL_MARK, SCORE, Objective, SweepSpec, child_runs, concurrency, run_sweep,
-                                    with_overrides)
-from adaptnet.cluster.tracking import client
+from adaptnet.cluster.sweep import (FINAL_MARK, SCORE, Objective, SweepSpec, child_runs, concurrency,
+                                    finished_summary, run_sweep, with_overrides)
+from adaptnet.cluster.tracking import client, find_or_create_run
 from adaptnet.loop import build_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +103,21 @@ def test_bad_sweep_values_fail_in_one_line_before_any_cluster_work(tmp_path, cif
     with pytest.raises(ConfigError, match=r"train.exit_weights: msdnet_cifar_budgeted has 3 exits, got 5"):
         validate(_spec(tmp_path, "bad", base, space=ExitWeightSpace(num_exits=5)))
     assert with_overrides(base, {"model.ge_scope": None})["model"]["ge_scope"] is None
+
+
+def test_a_trial_whose_child_run_finished_is_recognised_on_restore(tmp_path):
+    """The driver can die between a trial's FINISHED child run and Tune recording its end: the restored trial
+    must then report the logged summary instead of training again."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = find_or_create_run(tracking, "e", run_key="sweep/t1", run_name="t1", params={})
+    mlflow = client(tracking)
+    mlflow.log_metric(run_id, "final/holdout_top1_mean", 42.0)
+    mlflow.log_metric(run_id, "epoch", 3)
+    assert finished_summary(tracking, "e", "sweep/t1") is None  # still RUNNING
+    mlflow.set_terminated(run_id, "FINISHED")
+    assert finished_summary(tracking, "e", "sweep/t1") == {"final/holdout_top1_mean": 42.0}
+    assert finished_summary(tracking, "e", "sweep/t2") is None
+    assert finished_summary(tracking, "missing", "sweep/t1") is None
 
 
 def _script(*args, env=None, timeout=900):

@@ -23,7 +23,7 @@ from typing import Any
 from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
-from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
+from .tracking import RUN_KEY_TAG, EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
@@ -220,8 +220,13 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else trial_id
     output_dir = Path(ctx.scratch) / ctx.sweep / trial_id
     cfg = trial_config(ctx.base, overrides, name, str(output_dir))
+    run_key = f"{ctx.sweep_key}/{trial_id}"
+    done = finished_summary(ctx.tracking_uri, ctx.experiment, run_key)
+    if done:  # finished, but the driver died before Tune recorded it: report again, train nothing
+        tune.report(final_result(done))
+        return
     run_id = find_or_create_run(
-        ctx.tracking_uri, ctx.experiment, run_key=f"{ctx.sweep_key}/{trial_id}", run_name=f"{ctx.sweep}/{name}",
+        ctx.tracking_uri, ctx.experiment, run_key=run_key, run_name=f"{ctx.sweep}/{name}",
         params={**flatten(cfg.model_dump()), **{f"trial.{k}": v for k, v in params.items()}},
         tags={PARENT_TAG: ctx.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: ctx.sweep,
               NODE_TAG: ray.get_runtime_context().get_node_id(),
@@ -237,6 +242,17 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     except BaseException:
         client(ctx.tracking_uri).set_terminated(run_id, "FAILED")
         raise
+
+
+def finished_summary(tracking_uri: str, experiment: str, run_key: str) -> dict[str, float] | None:
+    """The final metrics of the trial's child run if it already FINISHED, else None."""
+    mlflow = client(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    runs = found and mlflow.search_runs(
+        [found.experiment_id], f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'", max_results=1)
+    if not runs:
+        return None
+    return {k: v for k, v in runs[0].data.metrics.items() if k.startswith("final/")} or None
 
 
 def final_result(summary: dict[str, float]) -> dict[str, float]:
