@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray
 
+from adaptnet.cluster.ray_runtime import runtime_env
 from adaptnet.cluster.train import ClusterOptions, train_on_ray
 from adaptnet.loop import fit, load_config
 
@@ -38,7 +39,7 @@ def main(spec: str):
         bare = fit(config(root, spec, "bare"))
         bare_wall = time.perf_counter() - start
 
-        ray.init(address="local", num_cpus=2, runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+        ray.init(address="local", num_cpus=2, runtime_env=runtime_env())
         start = time.perf_counter()
         train_on_ray(config(root, spec, "ray"), ClusterOptions(workers=1, cpus_per_worker=1))
         ray_wall = time.perf_counter() - start

@@ -17,7 +17,8 @@ from pathlib import Path
 import ray
 
 from adaptnet.cluster.sweep import SweepSpec, final_summary, run_sweep, trial_config
-from adaptnet.cluster.sweep_cli import LOCAL_RESOURCES, RAY_ENV
+from adaptnet.cluster.ray_runtime import runtime_env
+from adaptnet.cluster.sweep_cli import LOCAL_RESOURCES
 from adaptnet.loop import build_config, fit, read_yaml
 
 EXTRA_TRIALS = 3
@@ -52,14 +53,13 @@ def sweep_seconds(base: dict, root: Path, name: str, trials: int, workers: int) 
 
 
 def main(spec: str):
-    os.environ.setdefault("ADAPTNET_PG_CLEANER_STOP_S", "1")  # measured with the shortened cleaner stop
     spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         os.chdir(root)
         base = base_tree(spec)
         compute = compute_seconds(base, root)
-        ray.init(address="local", num_cpus=2, resources=LOCAL_RESOURCES, runtime_env={"env_vars": RAY_ENV})
+        ray.init(address="local", num_cpus=2, resources=LOCAL_RESOURCES, runtime_env=runtime_env())
         for label, workers, goal in (("single-worker", 1, 5.0), ("multi-worker (2 DDP workers)", 2, 10.0)):
             sweep_seconds(base, root, f"w{workers}-warm-up", 1, workers)  # first Tune/Train imports and spawns
             one = sweep_seconds(base, root, f"w{workers}-one", 1, workers)

@@ -153,8 +153,9 @@ def ray_cluster(moto_server):
     variables are set so that its workers inherit them."""
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=True,
-             runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    from adaptnet.cluster.ray_runtime import runtime_env
+
+    ray.init(address="local", num_cpus=4, include_dashboard=True, runtime_env=runtime_env())
     yield ray
     ray.shutdown()
 

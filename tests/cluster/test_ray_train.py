@@ -62,6 +62,19 @@ def _kill_a_worker_during_epoch(tracking, experiment, name, epoch, killed):
         time.sleep(0.1)
 
 
+def test_workers_state_api_reaches_their_own_cluster(ray_cluster):
+    """Ray Train's placement-group cleaner polls the state API from a worker; on a `ray.init(address="local")`
+    cluster the worker setup hook must point it at this cluster, not at a stale or missing `ray start` file."""
+    @ray_cluster.remote
+    def probe():
+        from ray.util.state import list_nodes
+
+        return os.environ.get("RAY_ADDRESS"), len(list_nodes(timeout=20))
+
+    address, nodes = ray_cluster.get(probe.remote(), timeout=120)
+    assert address == ray_cluster.get_runtime_context().gcs_address and nodes == 1
+
+
 def test_fault_drill_killed_worker_resumes_from_the_last_epoch(tmp_path, cifar10_spec, ray_cluster):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     killed = []

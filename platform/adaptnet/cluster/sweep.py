@@ -332,9 +332,8 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .train import absolute_paths, shorten_placement_group_cleaner_stop, worker_loop
+    from .train import absolute_paths, worker_loop
 
-    shorten_placement_group_cleaner_stop()
     storage_path, filesystem = storage_target(ctx.storage)
     stages = _stages_with_offsets(cfg)
     for index, (stage, offset) in enumerate(stages):

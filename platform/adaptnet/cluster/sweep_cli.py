@@ -18,7 +18,6 @@ CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=200
 # sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
 LOCAL_RESOURCES = {"trial_driver": 64}
 # Trial teardown waits on Ray Train's health-check poll (2 s by default).
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 @dataclass(frozen=True)
@@ -129,14 +128,14 @@ def connect(args) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's epoch lines, not "[repeated 2x across cluster]"
+    from .ray_runtime import runtime_env
+
     if args.address:
-        missing = {k: v for k, v in RAY_ENV.items() if k not in os.environ}
         # inside `ray job submit` the job's runtime env is already the driver's: Ray refuses to merge another
         in_job = "RAY_JOB_ID" in os.environ or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-        ray.init(address=args.address, runtime_env=None if in_job or not missing else {"env_vars": missing})
+        ray.init(address=args.address, runtime_env=None if in_job else runtime_env())
     else:
-        # with its dashboard: Ray Train's placement-group cleaner asks the state API, and waits 10 s without it
-        ray.init(address="local", num_cpus=args.num_cpus, resources=LOCAL_RESOURCES, runtime_env={"env_vars": RAY_ENV})
+        ray.init(address="local", num_cpus=args.num_cpus, resources=LOCAL_RESOURCES, runtime_env=runtime_env())
 
 
 def main_guard(run) -> int:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from ..loop import RunConfig
 from ..loop.checkpoint import load_checkpoint
+from .ray_runtime import runtime_env
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TRACKING_FILE = "tracking.json"  # {"mlflow_run_id": ..., "pending": [unsent epochs]}
-# Ray Train polls worker health every 2 s by default; 0.2 s cuts a run's teardown from ~5 s to ~1 s.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 @dataclass
@@ -36,27 +35,6 @@ class ClusterOptions:
     max_failures: int = 2
     tracking_uri: str | None = None      # default MLFLOW_TRACKING_URI or ./mlflow.db
     experiment: str = "adaptnet"
-
-
-def shorten_placement_group_cleaner_stop() -> None:
-    """Ray 2.60 ends every TorchTrainer run by stopping its PlacementGroupCleaner, which waits up to 12 s for a
-    state-API lookup that, where the state API cannot reach the GCS (as on our CI machines), always times out:
-    measured 24–34 s → 12–19 s per tiny 2-worker fit. The controller removes the placement group itself before
-    that stop, so waiting 1 s changes nothing but the time (and logs a harmless "Failed to stop
-    PlacementGroupCleaner gracefully"). Private Ray API, pinned version. Opt-in (ADAPTNET_PG_CLEANER_STOP_S=1):
-    with it, the ASHA drill (a stopped multi-worker trial, then the next one) hung once."""
-    import functools
-
-    if not os.environ.get("ADAPTNET_PG_CLEANER_STOP_S"):
-        return
-
-    from ray.train.v2._internal.callbacks import placement_group_callback as module
-
-    callback = module.PlacementGroupCleanerCallback
-    if not getattr(callback, "_adaptnet_shortened", False):
-        stop_s = float(os.environ["ADAPTNET_PG_CLEANER_STOP_S"])
-        callback.__init__ = functools.partialmethod(callback.__init__, stop_timeout=stop_s)
-        callback._adaptnet_shortened = True
 
 
 def absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -86,8 +64,7 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions):
                                 run_name=cfg.name, params={**flatten(cfg.model_dump()), "cluster.workers": options.workers},
                                 tags={"adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name})
     if not ray.is_initialized():
-        ray.init(address=options.address or "local", runtime_env={"env_vars": RAY_ENV})
-    shorten_placement_group_cleaner_stop()
+        ray.init(address=options.address or "local", runtime_env=runtime_env())
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"run": cfg.model_dump(), "tracking_uri": tracking_uri, "mlflow_run_id": run_id,
