@@ -120,8 +120,9 @@ def test_a_trial_whose_child_run_finished_is_recognised_on_restore(tmp_path):
     assert finished_summary(tracking, "missing", "sweep/t1") is None
 
 
-def _script(*args, env=None, timeout=900):
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+def _script(script, *args, env=None, timeout=900, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def test_sweep_scripts_reject_bad_flags_in_one_line():
@@ -141,8 +142,9 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
                "--set", "data.train_subset=512", "--set", "train.epochs=3",
                *[f"--set={o}" for o in TINY_MSDNET if not o.startswith("data.holdout")]]
     env = {**ray_head.env, "ADAPTNET_SCRATCH": str(tmp_path / "scratch")}
-    driver = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # run from tmp_path: MLflow puts a sqlite store's artifacts under the driver's ./mlruns
+    driver = subprocess.Popen([sys.executable, str(REPO / command[0]), *command[1:]], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     mlflow = client(tracking)
     finished_before = {}
     deadline = time.time() + 600
@@ -156,7 +158,7 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
     driver.wait()
     assert finished_before, "no trial finished in time"
 
-    done = _script(*command, env=env)
+    done = _script(*command, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "restoring the sweep" in done.stdout + done.stderr
     experiment = mlflow.get_experiment_by_name("adaptnet-sweeps")
