@@ -30,8 +30,7 @@ def _history(tracking_uri, experiment, name, key):
 
 
 def _train_worker_pids() -> list[int]:
-    """Pids of live Ray Train worker processes (by process title; Ray's state API cannot always reach the GCS
-    on these machines)."""
+    """Pids of live Ray Train worker processes, by process title (what a user's `kill` would see)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
