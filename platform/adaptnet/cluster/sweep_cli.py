@@ -17,7 +17,6 @@ CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=200
 # Slots for the drivers of multi-worker trials (their workers reserve the CPUs): without them a driver's
 # sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
 LOCAL_RESOURCES = {"trial_driver": 64}
-# Trial teardown waits on Ray Train's health-check poll (2 s by default).
 
 
 @dataclass(frozen=True)

@@ -31,17 +31,22 @@ def client(tracking_uri: str, fail_fast: bool = False):
     return MlflowClient(tracking_uri)
 
 
+def find_run(mlflow, experiment_id: str, run_key: str):
+    """The run tagged `run_key` in the experiment, or None."""
+    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+    return runs[0] if runs else None
+
+
 def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_name: str, params: dict[str, str],
                        tags: dict[str, str] | None = None) -> str:
     """The id of the run tagged `run_key` in `experiment`, created (with params and tags) if there is none."""
     mlflow = client(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
-    existing = mlflow.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+    existing = find_run(mlflow, experiment_id, run_key)
     if existing:
-        run_id = existing[0].info.run_id
-        mlflow.update_run(run_id, status="RUNNING")
-        return run_id
+        mlflow.update_run(existing.info.run_id, status="RUNNING")
+        return existing.info.run_id
     run = mlflow.create_run(experiment_id, run_name=run_name, tags={RUN_KEY_TAG: run_key, **(tags or {})})
     log_params(mlflow, run.info.run_id, params)
     return run.info.run_id
