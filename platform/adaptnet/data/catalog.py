@@ -1,0 +1,157 @@
+"""Dataset spec → the reader of its storage format, and `inspect`: classes, counts per split and image-size
+statistics from a listing plus a few image headers, never a full decode.
+
+Specs the streaming loaders read: an ImageFolder folder, an `s3://bucket/prefix` holding one, a folder or
+s3 prefix of tar shards with `index.json`, or a `.tar`/`.tar.gz` ImageFolder archive (unpacked once into the
+cache; members with absolute or `..` names are refused). `cifar10`/`cifar100` exist only as memory data.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import DataError
+from .readers import INDEX_FILE, FolderReader, S3FolderReader, ShardReader, _S3Base
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+TORCHVISION_SETS = ("cifar10", "cifar100")
+HEADER_SAMPLE = 64  # images per split whose headers `inspect` reads for size statistics
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("ADAPTNET_CACHE", Path.home() / ".cache" / "adaptnet"))
+
+
+def is_archive(spec: str) -> bool:
+    return spec.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def open_reader(spec: str, cache_root: str | Path | None = None):
+    """The reader for a streaming spec (see the module docstring)."""
+    cache = Path(cache_root) if cache_root else default_cache_root()
+    if spec.lower() in TORCHVISION_SETS:
+        raise DataError(f"data.dataset: {spec} is torchvision's array copy and streams from no files; "
+                        "use data.loader: memory (or an ImageFolder copy of it)")
+    if spec.startswith("s3://"):
+        if is_archive(spec):
+            from .sources import fetch_s3
+
+            return FolderReader(unpacked(fetch_s3(spec, cache), cache, spec), spec)
+        probe = _S3Base(spec.rstrip("/"))
+        try:
+            probe.client.head_object(Bucket=probe.bucket, Key=probe._key(INDEX_FILE))
+            return ShardReader(spec.rstrip("/"), spec)
+        except Exception:  # noqa: BLE001 — no index object: an ImageFolder prefix (listing errors are DataErrors)
+            return S3FolderReader(spec.rstrip("/"))
+    local = Path(spec).expanduser()
+    if not local.exists():
+        raise DataError(f"data.dataset: {spec!r} does not exist (expected cifar10, cifar100, an ImageFolder "
+                        f"folder or archive, a folder of shards with {INDEX_FILE}, local or s3://)")
+    if local.is_dir():
+        return ShardReader(str(local), spec) if (local / INDEX_FILE).exists() else FolderReader(local, spec)
+    if is_archive(spec):
+        return FolderReader(unpacked(local, cache, spec), spec)
+    raise DataError(f"data.dataset: {spec!r} is neither a folder nor a .tar/.tar.gz archive")
+
+
+def unpacked(archive: Path, cache: Path, spec: str) -> Path:
+    """The archive's ImageFolder tree, unpacked once under the cache (keyed by path, size and mtime)."""
+    stat = archive.stat()
+    key = hashlib.sha1(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache / "unpacked" / key
+    if (target / ".complete").exists():
+        return _tree_root(target, spec)
+    partial = target.with_name(f"{key}.part{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            tar.extractall(partial, filter="data")  # refuses absolute names, `..`, links out of the tree
+    except (tarfile.TarError, OSError, EOFError) as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = str(err).splitlines()[0].rstrip(":")
+        raise DataError(f"data.dataset: cannot unpack archive {spec!r}: {reason}") from None
+    (partial / ".complete").touch()
+    try:
+        partial.rename(target)
+    except OSError:  # another process unpacked it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return _tree_root(target, spec)
+
+
+def _tree_root(folder: Path, spec: str) -> Path:
+    """The folder holding train/: the archive's top level or its single top-level folder."""
+    if (folder / "train").is_dir():
+        return folder
+    children = [p for p in folder.iterdir() if p.is_dir()]
+    if len(children) == 1 and (children[0] / "train").is_dir():
+        return children[0]
+    raise DataError(f"data.dataset: {spec!r} has no train/ folder at its top level")
+
+
+@dataclass
+class DatasetInfo:
+    spec: str
+    format: str                                  # memory | folder | s3-folder | shards
+    classes: list[str]
+    counts: dict[str, int]                       # split → images
+    sizes: dict[str, dict] = field(default_factory=dict)  # split → {"sampled", "min", "max", "median", "one_size"}
+
+    @property
+    def one_size(self) -> bool:
+        return all(s.get("one_size") for s in self.sizes.values())
+
+    def summary(self) -> str:
+        lines = [f"{self.spec}: {self.format}, {len(self.classes)} classes"]
+        for split, count in self.counts.items():
+            s = self.sizes.get(split, {})
+            size = (f"; sizes of {s['sampled']} sampled: {s['min']}–{s['max']} (median {s['median']})"
+                    if s else "")
+            lines.append(f"  {split}: {count} images{size}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def _size_stats(sizes: list[tuple[int, int]]) -> dict:
+    if not sizes:
+        return {}
+    arr = np.array(sizes)
+    return {"sampled": len(sizes), "min": f"{arr[:, 0].min()}×{arr[:, 1].min()}",
+            "max": f"{arr[:, 0].max()}×{arr[:, 1].max()}",
+            "median": f"{int(np.median(arr[:, 0]))}×{int(np.median(arr[:, 1]))}", "one_size": len(set(sizes)) == 1}
+
+
+def _header_size(data: bytes, name: str) -> tuple[int, int]:
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            return img.size
+    except Exception as err:  # noqa: BLE001 — any unreadable header is one line
+        raise DataError(f"data.dataset: {name} is not a readable image ({type(err).__name__})") from None
+
+
+def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int = HEADER_SAMPLE) -> DatasetInfo:
+    """What a run needs to plan, without decoding the dataset: listing + `sample` headers per split."""
+    if spec.lower() in TORCHVISION_SETS:
+        return DatasetInfo(spec, "memory", [], {}, {})  # torchvision arrays: counted when loaded
+    reader = open_reader(spec, cache_root)
+    listing = reader.listing()
+    fmt = {FolderReader: "folder", S3FolderReader: "s3-folder", ShardReader: "shards"}[type(reader)]
+    sizes = {}
+    for split, (refs, _) in listing.splits.items():
+        if fmt == "shards" and reader.index.get("sizes", {}).get(split):
+            sizes[split] = reader.index["sizes"][split]
+            continue
+        picks = np.linspace(0, len(refs) - 1, num=min(sample, len(refs))).astype(int)
+        sizes[split] = _size_stats([_header_size(reader.read(refs[i]), str(refs[i])) for i in picks])
+    return DatasetInfo(spec, fmt, listing.classes, {s: listing.count(s) for s in listing.splits}, sizes)
