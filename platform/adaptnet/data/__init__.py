@@ -77,16 +77,22 @@ def choose_loader(data_cfg, on_ray: bool = False, info: DatasetInfo | None = Non
         return "memory"
     info = info or inspect_dataset(data_cfg.dataset, data_cfg.cache_dir)
     if info.one_size:
-        w, h = (int(v) for v in info.sizes["train"]["max"].split("×"))
+        w = h = _side(info)
         if sum(info.counts.values()) * 3 * w * h <= data_cfg.memory_limit_gb * 1e9:
             return "memory"
     return "ray" if on_ray else "torch"
 
 
-def transform_kind(data_cfg, sample_side: int) -> str:
+def transform_kind(data_cfg, info: DatasetInfo) -> str:
+    """auto: the CIFAR transforms for images that all share one size of at most 32 px, else ImageNet's."""
     if data_cfg.transform != "auto":
         return data_cfg.transform
-    return "cifar" if sample_side <= 32 else "imagenet"
+    return "cifar" if info.one_size and _side(info) <= 32 else "imagenet"
+
+
+def _side(info: DatasetInfo) -> int:
+    biggest = info.sizes.get("train", {}).get("max")
+    return int(biggest.split("×")[0]) if biggest else 224
 
 
 def _normalization(kind: str, classes: list[str], side: int, compute) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -146,8 +152,8 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
     reader = open_reader(data_cfg.dataset, data_cfg.cache_dir)
     listing = reader.listing()
     info = info or inspect_dataset(data_cfg.dataset, data_cfg.cache_dir)
-    side = int(info.sizes["train"]["max"].split("×")[0]) if info.sizes.get("train") else 224
-    kind = transform_kind(data_cfg, side)
+    side = _side(info)
+    kind = transform_kind(data_cfg, info)
 
     def computed():  # a sample of training images through the eval transform, unnormalised
         plain = eval_transform(kind, data_cfg.augment, (0.0,) * 3, (1.0,) * 3)
@@ -155,7 +161,13 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
         picks = torch.linspace(0, len(refs) - 1, min(256, len(refs))).long().tolist()
         from .decode import decode_rgb
 
-        pixels = torch.stack([plain(decode_rgb(reader.read(refs[i]), str(refs[i]))) for i in picks])
+        decoded = []
+        for i in picks:
+            try:
+                decoded.append(plain(decode_rgb(reader.read(refs[i]), str(refs[i]))))
+            except DataError:  # counted (or fatal) when training reaches it
+                continue
+        pixels = torch.stack(decoded)
         flat = pixels.transpose(0, 1).reshape(3, -1)
         return tuple(flat.mean(1).tolist()), tuple(flat.std(1).tolist())
 

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
+from .decode import image_size
 from .errors import DataError
 from .readers import INDEX_FILE, FolderReader, S3FolderReader, ShardReader, _S3Base
 
@@ -56,7 +55,12 @@ def open_reader(spec: str, cache_root: str | Path | None = None):
         raise DataError(f"data.dataset: {spec!r} does not exist (expected cifar10, cifar100, an ImageFolder "
                         f"folder or archive, a folder of shards with {INDEX_FILE}, local or s3://)")
     if local.is_dir():
-        return ShardReader(str(local), spec) if (local / INDEX_FILE).exists() else FolderReader(local, spec)
+        if (local / INDEX_FILE).exists():
+            return ShardReader(str(local), spec)
+        if any(local.glob("*.tar")) and not (local / "train").is_dir():
+            raise DataError(f"data.dataset: {spec!r} holds tar shards but no {INDEX_FILE} "
+                            "(write shards with their index: adaptnet data shard SRC DST)")
+        return FolderReader(local, spec)
     if is_archive(spec):
         return FolderReader(unpacked(local, cache, spec), spec)
     raise DataError(f"data.dataset: {spec!r} is neither a folder nor a .tar/.tar.gz archive")
@@ -113,7 +117,9 @@ class DatasetInfo:
         for split, count in self.counts.items():
             s = self.sizes.get(split, {})
             size = (f"; sizes of {s['sampled']} sampled: {s['min']}–{s['max']} (median {s['median']})"
-                    if s else "")
+                    if s.get("sampled") else "")
+            if s.get("unreadable"):
+                size += f"; {s['unreadable']} sampled unreadable, e.g. {s['first_error']}"
             lines.append(f"  {split}: {count} images{size}")
         return "\n".join(lines)
 
@@ -121,29 +127,71 @@ class DatasetInfo:
         return json.dumps(asdict(self))
 
 
-def _size_stats(sizes: list[tuple[int, int]]) -> dict:
+def _sampled_sizes(reader, refs: list, picks) -> tuple[list[tuple[int, int]], list[str]]:
+    """Header sizes of the picked samples, and the errors of those whose header cannot be read."""
+    sizes, errors = [], []
+    for i in picks:
+        try:
+            sizes.append(image_size(reader.read(refs[i]), str(refs[i])))
+        except DataError as err:  # skipped or fatal when training reaches it (data.bad_images)
+            errors.append(str(err))
+    return sizes, errors
+
+
+def _size_stats(sizes: list[tuple[int, int]], errors: list[str] = ()) -> dict:
     if not sizes:
-        return {}
+        return {"unreadable": len(errors), "first_error": errors[0]} if errors else {}
     arr = np.array(sizes)
     return {"sampled": len(sizes), "min": f"{arr[:, 0].min()}×{arr[:, 1].min()}",
             "max": f"{arr[:, 0].max()}×{arr[:, 1].max()}",
-            "median": f"{int(np.median(arr[:, 0]))}×{int(np.median(arr[:, 1]))}", "one_size": len(set(sizes)) == 1}
+            "median": f"{int(np.median(arr[:, 0]))}×{int(np.median(arr[:, 1]))}", "one_size": len(set(sizes)) == 1,
+            "unreadable": len(errors), **({"first_error": errors[0]} if errors else {})}
 
 
-def _header_size(data: bytes, name: str) -> tuple[int, int]:
-    import io
+TORCHVISION_COUNTS = {"cifar10": (10, 50_000, 10_000), "cifar100": (100, 50_000, 10_000)}  # classes, train, test
 
+
+def _inspect_archive(path: Path, spec: str, sample: int) -> DatasetInfo:
+    """One pass over an ImageFolder archive's members (no unpacking): counts, classes, the first headers."""
+    from .readers import split_and_class
+
+    found: dict[str, list[tuple[str, str]]] = {}
+    sizes: dict[str, list[tuple[int, int]]] = {}
+    class_folders: set[str] = set()
     try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            return img.size
-    except Exception as err:  # noqa: BLE001 — any unreadable header is one line
-        raise DataError(f"data.dataset: {name} is not a readable image ({type(err).__name__})") from None
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                parts = parts[1:] if len(parts) == 4 else parts  # one top-level folder is allowed
+                if member.isdir() and len(parts) == 2 and parts[0] == "train":
+                    class_folders.add(parts[1])
+                where = split_and_class(parts) if member.isfile() else None
+                if where:
+                    found.setdefault(where[0], []).append((where[1], member.name))
+                    if len(sizes.setdefault(where[0], [])) < sample:
+                        try:
+                            sizes[where[0]].append(image_size(tar.extractfile(member).read(), member.name))
+                        except DataError:
+                            pass  # the memory loader decodes every image and names a broken one
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DataError(f"data.dataset: cannot read archive {spec!r}: {str(err).splitlines()[0].rstrip(':')}") from None
+    from .readers import listing_from_paths
+
+    listing = listing_from_paths(spec, found, class_folders | {c for c, _ in found.get("train", [])})
+    eval_folder = "val" if found.get("val") else "test"
+    return DatasetInfo(spec, "archive", listing.classes, {s: listing.count(s) for s in listing.splits},
+                       {"train": _size_stats(sizes.get("train", [])), "test": _size_stats(sizes.get(eval_folder, []))})
 
 
 def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int = HEADER_SAMPLE) -> DatasetInfo:
     """What a run needs to plan, without decoding the dataset: listing + `sample` headers per split."""
-    if spec.lower() in TORCHVISION_SETS:
-        return DatasetInfo(spec, "memory", [], {}, {})  # torchvision arrays: counted when loaded
+    if spec.lower() in TORCHVISION_COUNTS:
+        classes, n_train, n_test = TORCHVISION_COUNTS[spec.lower()]
+        one = {"sampled": 0, "min": "32×32", "max": "32×32", "median": "32×32", "one_size": True}
+        return DatasetInfo(spec, "torchvision", [str(c) for c in range(classes)], {"train": n_train, "test": n_test},
+                           {"train": one, "test": one})
+    if is_archive(spec) and not spec.startswith("s3://") and Path(spec).expanduser().is_file():
+        return _inspect_archive(Path(spec).expanduser(), spec, sample)
     reader = open_reader(spec, cache_root)
     listing = reader.listing()
     fmt = {FolderReader: "folder", S3FolderReader: "s3-folder", ShardReader: "shards"}[type(reader)]
@@ -153,5 +201,5 @@ def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int
             sizes[split] = reader.index["sizes"][split]
             continue
         picks = np.linspace(0, len(refs) - 1, num=min(sample, len(refs))).astype(int)
-        sizes[split] = _size_stats([_header_size(reader.read(refs[i]), str(refs[i])) for i in picks])
+        sizes[split] = _size_stats(*_sampled_sizes(reader, refs, picks))
     return DatasetInfo(spec, fmt, listing.classes, {s: listing.count(s) for s in listing.splits}, sizes)
