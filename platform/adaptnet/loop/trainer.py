@@ -181,7 +181,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         # Sums stay on the device (no host sync per step); they are all-reduced once at the epoch's end.
         sums: dict[str, torch.Tensor] = {}
         correct: dict[str, torch.Tensor] = {}
-        seen = 0
+        seen = steps = 0
         started = time.perf_counter()
         bar = tqdm(data.train, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=None if cfg.train.progress and dist.is_main else True)  # None: off when not a TTY
@@ -194,6 +194,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
                 scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                steps += 1
 
             n = len(labels)
             seen += n
@@ -212,7 +213,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         elapsed = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
                    "start_epoch": start_epoch,  # > 0: this process resumed from a checkpoint
-                   "train/samples": n_total, "train/images_per_s": n_total / elapsed}
+                   "train/samples": n_total, "train/steps": steps, "train/images_per_s": n_total / elapsed}
         metrics.update({f"train/{name}": v / n_total for name, v in zip(sums, totals)})
         metrics["train/loss"] = sum(totals[: len(sums)]) / n_total
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
