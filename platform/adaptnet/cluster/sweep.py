@@ -24,9 +24,8 @@ from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
+from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
 
-SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
-FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
 PARENT_TAG = "mlflow.parentRunId"
 SPECIAL_KEYS = ("arm", "seed")
@@ -179,15 +178,6 @@ def _product(lists: list[list]) -> list[tuple]:
 
 # --- inside a trial --------------------------------------------------------------------------------------
 
-def score(metrics: dict[str, float]) -> float | None:
-    """Mean held-out top-1 over the run's outputs (test top-1 when there is no held-out split)."""
-    for split in ("holdout", "test"):
-        values = [v for k, v in metrics.items() if k.startswith(f"{split}/top1_")]
-        if values:
-            return sum(values) / len(values)
-    return None
-
-
 @dataclass
 class TrialContext:
     """What every trial of a sweep shares (shipped once through the object store)."""
@@ -252,11 +242,6 @@ def finished_summary(tracking_uri: str, experiment: str, run_key: str) -> dict[s
     if not run or run.info.status != "FINISHED":
         return None
     return {k: v for k, v in run.data.metrics.items() if k.startswith("final/")} or None
-
-
-def final_result(summary: dict[str, float]) -> dict[str, float]:
-    """A trial's last Tune result: the summary, its score (of the selected checkpoint) and the done mark."""
-    return {**summary, SCORE: summary["final/holdout_top1_mean"], FINAL_MARK: 1.0}
 
 
 def _stages_with_offsets(cfg: RunConfig) -> list[tuple[RunConfig, int]]:
@@ -352,32 +337,6 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 logging_config=ray.train.LoggingConfig(log_level="WARNING")),
         ).fit()
-
-
-def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str, float]:
-    """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics."""
-    from ..loop.evaluate import evaluate_checkpoint, summary_metrics
-    from ..loop.trainer import best_checkpoint
-
-    report = evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto")
-    return summary_metrics(report)
-
-
-def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float]) -> None:
-    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED."""
-    import time
-
-    import yaml
-    from mlflow.entities import Metric
-
-    mlflow = client(tracking_uri, fail_fast=True)
-    now = int(time.time() * 1000)
-    mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        mlflow.log_artifact(run_id, str(path))
-    mlflow.set_terminated(run_id, "FINISHED")
 
 
 # --- the driver ------------------------------------------------------------------------------------------
