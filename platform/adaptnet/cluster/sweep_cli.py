@@ -17,6 +17,8 @@ CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=200
 # Slots for the drivers of multi-worker trials (their workers reserve the CPUs): without them a driver's
 # sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
 LOCAL_RESOURCES = {"trial_driver": 64}
+# Every trial's epoch lines, not "[repeated 2x across cluster]"; Ray reads this once, when it is imported.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,6 @@ def connect(args) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's epoch lines, not "[repeated 2x across cluster]"
     from .ray_runtime import runtime_env
 
     if args.address:

@@ -14,6 +14,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
 
+from ..data.resolve import resolve_dataset_spec
 from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry
 
 
@@ -194,6 +195,7 @@ def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
     check_against_model(cfg)
+    cfg.data.dataset = resolve_dataset_spec(cfg.data.dataset)  # cifar10 → its offline mirror when there is one
     return cfg
 
 
