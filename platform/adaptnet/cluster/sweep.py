@@ -24,6 +24,7 @@ from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
+from .stage_share import StageShare, broker, reuse_line, run_stages
 from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
 
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
@@ -70,6 +71,7 @@ class SweepSpec:
     parent_run_id: str | None = None             # several sweeps under one parent (ge_vs_baseline)
     tags: dict[str, str] = field(default_factory=dict)
     scratch: str | None = None                   # where trials keep their run directory on a node (see default_scratch)
+    share_stages: bool = True                    # train equal stages of different trials once (stage_share)
 
     def trial_count(self) -> int:
         return math.prod(len(v) for v in self.grid.values()) if self.grid else self.num_samples
@@ -194,6 +196,8 @@ class TrialContext:
     gpus_per_worker: float
     storage: str | None
     scratch: str
+    shared_stages: str | None = None  # where equal stages are published (single-worker trials); None: no sharing
+    broker: Any = None                # the stage_share broker actor
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -257,15 +261,14 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
     import torch
     from ray import tune
 
-    from ..loop import fit
-
     torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
     pending = _restore_run_dir(tune.get_checkpoint(), cfg.run_dir)
     logger = EpochLogger(ctx.tracking_uri, run_id, pending)
-    for stage, offset in _stages_with_offsets(cfg):
-        fit(stage, [TrialEpochReporter(cfg, logger, offset)])
+    share = ctx.shared_stages and StageShare(ctx.shared_stages, storage_target(ctx.storage)[1], ctx.broker,
+                                             tune.get_context().get_trial_id())
+    counts = run_stages(_stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset), share or None)
     logger.flush_until(timeout_s=float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
-    return final_summary(stage_configs(cfg)[-1], ctx.budgets)
+    return {**final_summary(stage_configs(cfg)[-1], ctx.budgets), **counts}
 
 
 class TrialEpochReporter:
@@ -434,6 +437,8 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
                        workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
                        storage=spec.storage, scratch=spec.scratch or default_scratch())
+    if spec.share_stages and spec.workers == 1:
+        ctx.shared_stages, ctx.broker = f"{storage_path.rstrip('/')}/{spec.name}-stages", broker(spec.name)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(spec, cluster))
     experiment_path = f"{storage_path.rstrip('/')}/{spec.name}"
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem):
@@ -456,6 +461,8 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     grid = tuner.fit()
     result = SweepResult(spec.name, _summaries(grid, spec), parent_id, spec.objectives, experiment_path)
     reconcile_children(tracking_uri, parent_id, spec.name, result)
+    if ctx.broker:
+        sys.stdout.write(f"[{spec.name}] {reuse_line(result.trials)}\n")
     return result
 
 

@@ -69,6 +69,9 @@ def parser(description: str, presets: dict[str, Preset], default: str) -> argpar
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default="adaptnet-sweeps", help="MLflow experiment")
+    p.add_argument("--no-stage-sharing", dest="share_stages", action="store_false",
+                   help="train every trial's stages itself, even those equal to another trial's (e.g. IMTA's stage 1 "
+                        "and the GE arm's run of a seed); default: trained once, shared through --storage")
     return p
 
 
@@ -110,7 +113,8 @@ def resolved(args, preset: Preset) -> dict[str, Any]:
             "cpus_per_worker": args.cpus_per_worker or preset.cpus_per_worker,
             "gpus_per_worker": preset.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker,
             "max_concurrent": args.max_concurrent, "storage": args.storage,
-            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment}
+            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment,
+            "share_stages": args.share_stages}
 
 
 def _absolute_sqlite(uri: str | None) -> str:
