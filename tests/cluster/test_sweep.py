@@ -1,5 +1,6 @@
 """Ray Tune sweeps on a real local Ray cluster with real CIFAR-10 subsets and MLflow (sqlite)."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,7 +187,14 @@ def test_a_stage_equal_in_two_arms_trains_once_with_the_results_of_training_it_t
     assert sum(m["final/stages_trained"] for m in own.values()) == 6
     assert sum(m["final/stages_trained"] for m in shared.values()) == 4
     assert sum(m["final/stages_reused"] for m in shared.values()) == 2
-    assert "stages trained: 4; reused from storage instead of training again: 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stages trained: 4; reused from storage instead of training again: 2" in out
+    # progress a person can follow: trial k/N with arm, seed and stage; the sweep's elapsed and remaining time
+    assert re.search(r"\[stages-shared\] trial [1-4]/4, arm imta, seed 1: started \(stage1 1 epochs, stage2 1 epochs\)", out)
+    assert re.search(r"trial [1-4]/4, arm imta, seed 0, stage2: epoch 1/1, held-out score [\d.]+ \| sweep: \d/4 epochs, "
+                     r"\d+m\d\ds elapsed, ~\d+m\d\ds left", out)  # 6 stage-epochs, 4 of them distinct
+    assert len(re.findall(r"\[stages-own\] trial [1-4]/4, arm \w+, seed \d: finished", out)) == 4
+    assert re.search(r"\| sweep: 6/6 epochs", out)
     finals = lambda m: {k: v for k, v in m.items() if k.startswith("final/") and "stages_" not in k}  # noqa: E731
     assert sorted(shared) == sorted(own) == ["ge-s0", "ge-s1", "imta-s0", "imta-s1"]
     for name in own:  # bit-identical, not approximately equal

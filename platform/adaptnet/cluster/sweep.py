@@ -456,6 +456,7 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                                         # a stopped multi-worker trial must take its TorchTrainer down with its actor
                                         reuse_actors=spec.workers == 1),
             run_config=tune.RunConfig(name=spec.name, storage_path=storage_path, storage_filesystem=filesystem,
+                                      callbacks=[_progress(spec, ctx)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=0))
     grid = tuner.fit()
@@ -464,6 +465,17 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     if ctx.broker:
         sys.stdout.write(f"[{spec.name}] {reuse_line(result.trials)}\n")
     return result
+
+
+def _progress(spec: SweepSpec, ctx: TrialContext):
+    """The driver's trial k/N and time-left lines (progress.py)."""
+    from .progress import sweep_progress
+
+    def stages_of(params: dict) -> list[tuple[RunConfig, int]]:
+        name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
+        return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
+                                                 str(Path(ctx.scratch).resolve() / spec.name / "probe")))
+    return sweep_progress(spec, stages_of)
 
 
 def _summaries(grid, spec: SweepSpec) -> list[TrialSummary]:

@@ -87,6 +87,8 @@ class TrainConfig(Strict):
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none")
     channels_last: bool = Field(False, description="NHWC memory format for model and batches (faster convs on GPUs)")
+    compile: bool = Field(False, description="torch.compile the trained model (bench/step.py: when it pays; "
+                          "checkpoints and evaluation use the plain module)")
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")
     progress: bool = True
     resume: bool = Field(True, description="continue from the run's last checkpoint when there is one")
