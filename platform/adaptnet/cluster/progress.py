@@ -23,14 +23,30 @@ def duration(seconds: float) -> str:
 
 
 class SweepProgress(Callback):
-    def __init__(self, name: str, total: int, stages_of, out=None):
-        """`stages_of(params)`: the trial's [(stage config, step offset)] (see sweep._stages_with_offsets)."""
-        self.name, self.total, self.stages_of, self.out = name, total, stages_of, out or sys.stdout
+    def __init__(self, name: str, total: int, stages_of, planned: list[dict] = (), share: bool = True, out=None):
+        """`stages_of(params)`: the trial's [(stage config, step offset)] (see sweep._stages_with_offsets);
+        `planned`: every trial's params when known up front (a grid), so that the estimate covers all of them;
+        `share`: whether equal stages are trained once."""
+        self.name, self.total, self.stages_of, self.share, self.out = name, total, stages_of, share, out or sys.stdout
         self.numbers: dict[str, int] = {}
         self.stages: dict[str, list] = {}
         self.planned: dict[str, int] = {}     # stage key (or trial/stage) → epochs
         self.done: set[tuple[str, int]] = set()
         self.started = time.monotonic()
+        self.known_up_front = bool(planned)
+        for params in planned:
+            self._plan(params)
+
+    def _plan(self, params: dict) -> list:
+        try:
+            stages = self.stages_of(params)
+        except Exception:  # noqa: BLE001 — progress lines must never stop a sweep
+            return []
+        own = repr(sorted(params.items(), key=str))
+        keyed = [(stage, offset, (self.share and stage_key(stage)) or f"{own}/{stage.name}") for stage, offset in stages]
+        for stage, _, key in keyed:
+            self.planned[key] = stage.train.epochs
+        return keyed
 
     def _say(self, text: str) -> None:
         self.out.write(f"[{self.name}] {text}\n")
@@ -46,11 +62,7 @@ class SweepProgress(Callback):
         if trial.trial_id in self.numbers:
             return
         self.numbers[trial.trial_id] = len(self.numbers) + 1
-        stages = [(stage, offset, stage_key(stage) or f"{trial.trial_id}/{stage.name}")
-                  for stage, offset in self.stages_of(dict(trial.config or {}))]
-        self.stages[trial.trial_id] = stages
-        for stage, _, key in stages:
-            self.planned[key] = stage.train.epochs
+        self.stages[trial.trial_id] = self._plan(dict(trial.config or {}))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._register(trial)
@@ -63,10 +75,15 @@ class SweepProgress(Callback):
             return
         self._register(trial)
         step = int(result["step"])
-        stage, offset, key = [s for s in self.stages[trial.trial_id] if s[1] < step][-1]
+        current = [s for s in self.stages[trial.trial_id] if s[1] < step]
+        if not current:
+            return
+        stage, offset, key = current[-1]
         self.done.add((key, step - offset))
         score = result.get(SCORE)
         planned, done = sum(self.planned.values()), len(self.done)
+        if not self.known_up_front:  # a search: the trials not started yet are like the started ones
+            planned = max(done, round(planned * self.total / len(self.numbers)))
         elapsed = time.monotonic() - self.started
         left = elapsed * max(0, planned - done) / done
         self._say(f"{self._who(trial)}, {stage.name}: epoch {step - offset}/{stage.train.epochs}"
@@ -86,7 +103,11 @@ class SweepProgress(Callback):
         self._say(f"{self._who(trial)}: FAILED (its error is above)")
 
 
-def sweep_progress(spec, stages_of_config) -> SweepProgress:
+def sweep_progress(spec, stages_of_config, share: bool) -> SweepProgress:
     """The callback for a `SweepSpec` (grid or search), given `stages_of_config(params)`."""
-    return SweepProgress(spec.name, spec.trial_count(), stages_of_config)
+    keys = list(spec.grid or {})
+    combos = [{}]
+    for key in keys:
+        combos = [{**c, key: v} for c in combos for v in spec.grid[key]]
+    return SweepProgress(spec.name, spec.trial_count(), stages_of_config, combos if spec.grid else (), share)
 

@@ -475,7 +475,7 @@ def _progress(spec: SweepSpec, ctx: TrialContext):
         name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
         return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
                                                  str(Path(ctx.scratch).resolve() / spec.name / "probe")))
-    return sweep_progress(spec, stages_of)
+    return sweep_progress(spec, stages_of, share=ctx.broker is not None)
 
 
 def _summaries(grid, spec: SweepSpec) -> list[TrialSummary]:
