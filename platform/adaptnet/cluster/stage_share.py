@@ -60,6 +60,14 @@ class StageBroker:
             del self.claims[key]
 
 
+def repeated_stage_keys(trials: list[list[tuple[RunConfig, int]]]) -> set[str]:
+    """Keys of the stages that more than one of these trials would train."""
+    from collections import Counter
+
+    counts = Counter(key for stages in trials for key in {stage_key(stage) for stage, _ in stages} if key)
+    return {key for key, count in counts.items() if count > 1}
+
+
 def broker(sweep: str):
     """The driver's broker actor for this sweep (0 CPUs, so it never takes a trial's slot)."""
     import ray
@@ -80,10 +88,10 @@ def _filesystem(storage_path: str, filesystem):
 class StageShare:
     """One sweep's shared stages in its storage, under `root/<key>/` (`root`: a folder or an s3:// path)."""
 
-    def __init__(self, root: str, filesystem, broker_handle, trial: str):
+    def __init__(self, root: str, filesystem, broker_handle, trial: str, keys: set[str]):
         self.fs, self.root = _filesystem(root, filesystem)
         self.root = self.root.rstrip("/")
-        self.broker, self.trial = broker_handle, trial
+        self.broker, self.trial, self.keys = broker_handle, trial, keys  # keys: those worth sharing
 
     def marker(self, key: str) -> dict | None:
         import pyarrow.fs
@@ -181,7 +189,7 @@ def run_stages(stages: list[tuple[RunConfig, int]], reporter_for, share: StageSh
     for stage, offset in stages:
         reporter = _CountingReporter(reporter_for(offset))
         key = stage_key(stage) if share else None
-        if key is None:
+        if key is None or key not in share.keys:  # nobody else trains it: nothing to publish
             fit(stage, [reporter])
         elif not checkpoint_path(stage.run_dir).exists() and share.acquire(key, stage.run_dir):
             replay(stage.run_dir, reporter)

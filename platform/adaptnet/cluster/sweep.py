@@ -24,7 +24,7 @@ from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
-from .stage_share import StageShare, broker, reuse_line, run_stages
+from .stage_share import StageShare, broker, repeated_stage_keys, reuse_line, run_stages
 from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
 
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
@@ -198,6 +198,7 @@ class TrialContext:
     scratch: str
     shared_stages: str | None = None  # where equal stages are published (single-worker trials); None: no sharing
     broker: Any = None                # the stage_share broker actor
+    shared_keys: set = field(default_factory=set)  # stage keys that more than one trial trains
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -265,7 +266,7 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
     pending = _restore_run_dir(tune.get_checkpoint(), cfg.run_dir)
     logger = EpochLogger(ctx.tracking_uri, run_id, pending)
     share = ctx.shared_stages and StageShare(ctx.shared_stages, storage_target(ctx.storage)[1], ctx.broker,
-                                             tune.get_context().get_trial_id())
+                                             tune.get_context().get_trial_id(), ctx.shared_keys)
     counts = run_stages(_stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset), share or None)
     logger.flush_until(timeout_s=float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
     return {**final_summary(stage_configs(cfg)[-1], ctx.budgets), **counts}
@@ -437,8 +438,10 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
                        workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
                        storage=spec.storage, scratch=spec.scratch or default_scratch())
-    if spec.share_stages and spec.workers == 1:
+    repeated = repeated_stage_keys([_stages_of(spec, ctx, p) for p in _grid_params(spec)]) if spec.grid else set()
+    if spec.share_stages and spec.workers == 1 and repeated:
         ctx.shared_stages, ctx.broker = f"{storage_path.rstrip('/')}/{spec.name}-stages", broker(spec.name)
+        ctx.shared_keys = repeated
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(spec, cluster))
     experiment_path = f"{storage_path.rstrip('/')}/{spec.name}"
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem):
@@ -467,15 +470,23 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     return result
 
 
+def _grid_params(spec: SweepSpec) -> list[dict]:
+    keys = list(spec.grid)
+    return [dict(zip(keys, values)) for values in _product([spec.grid[k] for k in keys])]
+
+
+def _stages_of(spec: SweepSpec, ctx: TrialContext, params: dict) -> list[tuple[RunConfig, int]]:
+    """A trial's stages as its process will build them (for stage keys and progress lines)."""
+    name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
+    return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
+                                             str(Path(ctx.scratch).resolve() / spec.name / "probe")))
+
+
 def _progress(spec: SweepSpec, ctx: TrialContext):
     """The driver's trial k/N and time-left lines (progress.py)."""
     from .progress import sweep_progress
 
-    def stages_of(params: dict) -> list[tuple[RunConfig, int]]:
-        name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
-        return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
-                                                 str(Path(ctx.scratch).resolve() / spec.name / "probe")))
-    return sweep_progress(spec, stages_of, share=ctx.broker is not None)
+    return sweep_progress(spec, lambda params: _stages_of(spec, ctx, params), share=ctx.broker is not None)
 
 
 def _summaries(grid, spec: SweepSpec) -> list[TrialSummary]:
