@@ -63,6 +63,7 @@ def main() -> None:
             steps[label, variant] = make_step(preset, overrides, variant, device, args.batch)
             # two warm-up steps: compile (ADN compiles a graph per sub-network: super and base), allocator
             first[label, variant] = steps[label, variant]() + steps[label, variant]()
+            print(f"warm-up {label} {variant}: {first[label, variant]:.1f} s for 2 steps", flush=True)
     times = {key: [] for key in steps}
     for _ in range(args.rounds):  # interleaved: drifting machine load hits every variant alike
         for key, step in steps.items():
