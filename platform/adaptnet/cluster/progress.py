@@ -23,16 +23,16 @@ def duration(seconds: float) -> str:
 
 
 class SweepProgress(Callback):
-    def __init__(self, name: str, total: int, stages_of, planned: list[dict] = (), share: bool = True, out=None):
+    def __init__(self, name: str, total: int, stages_of, planned: list[dict] = (), share: bool = True):
         """`stages_of(params)`: the trial's [(stage config, step offset)] (see sweep._stages_with_offsets);
         `planned`: every trial's params when known up front (a grid), so that the estimate covers all of them;
         `share`: whether equal stages are trained once."""
-        self.name, self.total, self.stages_of, self.share, self.out = name, total, stages_of, share, out or sys.stdout
+        self.name, self.total, self.stages_of, self.share = name, total, stages_of, share
         self.numbers: dict[str, int] = {}
         self.stages: dict[str, list] = {}
         self.planned: dict[str, int] = {}     # stage key (or trial/stage) → epochs
         self.done: set[tuple[str, int]] = set()
-        self.started = time.monotonic()
+        self.started = time.time()
         self.known_up_front = bool(planned)
         for params in planned:
             self._plan(params)
@@ -49,8 +49,8 @@ class SweepProgress(Callback):
         return keyed
 
     def _say(self, text: str) -> None:
-        self.out.write(f"[{self.name}] {text}\n")
-        self.out.flush()
+        sys.stdout.write(f"[{self.name}] {text}\n")  # the driver's stdout (no file object: Tune pickles callbacks)
+        sys.stdout.flush()
 
     def _who(self, trial) -> str:
         params = trial.config or {}
@@ -84,7 +84,7 @@ class SweepProgress(Callback):
         planned, done = sum(self.planned.values()), len(self.done)
         if not self.known_up_front:  # a search: the trials not started yet are like the started ones
             planned = max(done, round(planned * self.total / len(self.numbers)))
-        elapsed = time.monotonic() - self.started
+        elapsed = time.time() - self.started
         left = elapsed * max(0, planned - done) / done
         self._say(f"{self._who(trial)}, {stage.name}: epoch {step - offset}/{stage.train.epochs}"
                   + (f", held-out score {score:.2f}" if score is not None else "")
@@ -96,7 +96,7 @@ class SweepProgress(Callback):
         reused = result.get("final/stages_reused")
         self._say(f"{self._who(trial)}: finished" + (f", score {result[SCORE]:.2f}" if result.get(SCORE) is not None else "")
                   + (f", {int(reused)} stage(s) copied from another trial" if reused else "")
-                  + f" | {duration(time.monotonic() - self.started)} elapsed")
+                  + f" | {duration(time.time() - self.started)} elapsed")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._register(trial)

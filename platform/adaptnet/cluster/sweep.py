@@ -438,7 +438,7 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
                        workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
                        storage=spec.storage, scratch=spec.scratch or default_scratch())
-    repeated = repeated_stage_keys([_stages_of(spec, ctx, p) for p in _grid_params(spec)]) if spec.grid else set()
+    repeated = repeated_stage_keys([_stages_of(spec, ctx.scratch, p) for p in _grid_params(spec)]) if spec.grid else set()
     if spec.share_stages and spec.workers == 1 and repeated:
         ctx.shared_stages, ctx.broker = f"{storage_path.rstrip('/')}/{spec.name}-stages", broker(spec.name)
         ctx.shared_keys = repeated
@@ -475,18 +475,20 @@ def _grid_params(spec: SweepSpec) -> list[dict]:
     return [dict(zip(keys, values)) for values in _product([spec.grid[k] for k in keys])]
 
 
-def _stages_of(spec: SweepSpec, ctx: TrialContext, params: dict) -> list[tuple[RunConfig, int]]:
+def _stages_of(spec: SweepSpec, scratch: str, params: dict) -> list[tuple[RunConfig, int]]:
     """A trial's stages as its process will build them (for stage keys and progress lines)."""
     name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
     return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
-                                             str(Path(ctx.scratch).resolve() / spec.name / "probe")))
+                                             str(Path(scratch).resolve() / spec.name / "probe")))
 
 
 def _progress(spec: SweepSpec, ctx: TrialContext):
     """The driver's trial k/N and time-left lines (progress.py)."""
     from .progress import sweep_progress
 
-    return sweep_progress(spec, lambda params: _stages_of(spec, ctx, params), share=ctx.broker is not None)
+    plain = SweepSpec(spec.name, spec.base, grid=spec.grid, arms=spec.arms, num_samples=spec.num_samples)
+    scratch = ctx.scratch  # the callback is pickled with the Tuner's state: plain values only, no actor handle
+    return sweep_progress(plain, lambda params: _stages_of(plain, scratch, params), share=ctx.broker is not None)
 
 
 def _summaries(grid, spec: SweepSpec) -> list[TrialSummary]:
