@@ -1,5 +1,6 @@
 """Ray Tune sweeps on a real local Ray cluster with real CIFAR-10 subsets and MLflow (sqlite)."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,3 +172,36 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
             assert run.info.end_time == finished_before[run.info.run_id]
         steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "epoch")]
         assert sorted(steps) == [1, 2, 3]
+
+
+def test_a_stage_equal_in_two_arms_trains_once_with_the_results_of_training_it_twice(tmp_path, cifar10_spec,
+                                                                                    ray_cluster, capsys):
+    """IMTA's stage 1 is the GE arm's run of the same seed: shared, 2 of the 6 stages are copied, not trained."""
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=1", preset="cifar10-imta")
+    arms = {"ge": {"technique": "multi_exit", "model.ge_scope": "coarsest"},
+            "imta": {"technique": "imta_two_stage", "model.ge_scope": "coarsest"}}
+    sweeps = {share: run_sweep(_spec(tmp_path, f"stages-{'shared' if share else 'own'}", base, arms=arms,
+                                     grid={"arm": ["ge", "imta"], "seed": [0, 1]}, share_stages=share))
+              for share in (True, False)}
+    shared, own = ({t.name: t.metrics for t in sweeps[share].trials} for share in (True, False))
+    assert sum(m["final/stages_trained"] for m in own.values()) == 6
+    assert sum(m["final/stages_trained"] for m in shared.values()) == 4
+    assert sum(m["final/stages_reused"] for m in shared.values()) == 2
+    out = capsys.readouterr().out
+    assert "stages trained: 4; reused from storage instead of training again: 2" in out
+    # progress a person can follow: trial k/N with arm, seed and stage; the sweep's elapsed and remaining time
+    assert re.search(r"\[stages-shared\] trial [1-4]/4, arm imta, seed 1: started \(stage1 1 epochs, stage2 1 epochs\)", out)
+    assert re.search(r"trial [1-4]/4, arm imta, seed 0, stage2: epoch 1/1, held-out score [\d.]+ \| sweep: \d/4 epochs, "
+                     r"\d+m\d\ds elapsed, ~\d+m\d\ds left", out)  # 6 stage-epochs, 4 of them distinct
+    assert len(re.findall(r"\[stages-own\] trial [1-4]/4, arm \w+, seed \d: finished", out)) == 4
+    assert re.search(r"\| sweep: 6/6 epochs", out)
+    finals = lambda m: {k: v for k, v in m.items() if k.startswith("final/") and "stages_" not in k}  # noqa: E731
+    assert sorted(shared) == sorted(own) == ["ge-s0", "ge-s1", "imta-s0", "imta-s1"]
+    for name in own:  # bit-identical, not approximately equal
+        differ = {k: (v, finals(own[name]).get(k)) for k, v in finals(shared[name]).items() if finals(own[name]).get(k) != v}
+        assert not differ and len(finals(own[name])) > 10, (name, differ)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    reused = [r for r in child_runs(uri, sweeps[True].parent_run_id) if r.data.metrics.get("final/stages_reused")]
+    for run in reused:  # a copied stage's epochs reach MLflow as if trained (IMTA: stage 1's, then stage 2's)
+        steps = sorted(m.step for m in client(uri).get_metric_history(run.info.run_id, "epoch"))
+        assert steps == ([1, 2] if run.data.tags["adaptnet.arm"] == "imta" else [1]), run.data.tags["adaptnet.arm"]

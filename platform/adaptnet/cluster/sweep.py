@@ -24,9 +24,9 @@ from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
+from .stage_share import StageShare, broker, repeated_stage_keys, reuse_line, run_stages
+from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
 
-SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
-FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
 PARENT_TAG = "mlflow.parentRunId"
 SPECIAL_KEYS = ("arm", "seed")
@@ -71,6 +71,7 @@ class SweepSpec:
     parent_run_id: str | None = None             # several sweeps under one parent (ge_vs_baseline)
     tags: dict[str, str] = field(default_factory=dict)
     scratch: str | None = None                   # where trials keep their run directory on a node (see default_scratch)
+    share_stages: bool = True                    # train equal stages of different trials once (stage_share)
 
     def trial_count(self) -> int:
         return math.prod(len(v) for v in self.grid.values()) if self.grid else self.num_samples
@@ -179,15 +180,6 @@ def _product(lists: list[list]) -> list[tuple]:
 
 # --- inside a trial --------------------------------------------------------------------------------------
 
-def score(metrics: dict[str, float]) -> float | None:
-    """Mean held-out top-1 over the run's outputs (test top-1 when there is no held-out split)."""
-    for split in ("holdout", "test"):
-        values = [v for k, v in metrics.items() if k.startswith(f"{split}/top1_")]
-        if values:
-            return sum(values) / len(values)
-    return None
-
-
 @dataclass
 class TrialContext:
     """What every trial of a sweep shares (shipped once through the object store)."""
@@ -204,6 +196,9 @@ class TrialContext:
     gpus_per_worker: float
     storage: str | None
     scratch: str
+    shared_stages: str | None = None  # where equal stages are published (single-worker trials); None: no sharing
+    broker: Any = None                # the stage_share broker actor
+    shared_keys: set = field(default_factory=set)  # stage keys that more than one trial trains
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -254,11 +249,6 @@ def finished_summary(tracking_uri: str, experiment: str, run_key: str) -> dict[s
     return {k: v for k, v in run.data.metrics.items() if k.startswith("final/")} or None
 
 
-def final_result(summary: dict[str, float]) -> dict[str, float]:
-    """A trial's last Tune result: the summary, its score (of the selected checkpoint) and the done mark."""
-    return {**summary, SCORE: summary["final/holdout_top1_mean"], FINAL_MARK: 1.0}
-
-
 def _stages_with_offsets(cfg: RunConfig) -> list[tuple[RunConfig, int]]:
     stages, offset, out = stage_configs(cfg), 0, []
     for stage in stages:
@@ -272,15 +262,14 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
     import torch
     from ray import tune
 
-    from ..loop import fit
-
     torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
     pending = _restore_run_dir(tune.get_checkpoint(), cfg.run_dir)
     logger = EpochLogger(ctx.tracking_uri, run_id, pending)
-    for stage, offset in _stages_with_offsets(cfg):
-        fit(stage, [TrialEpochReporter(cfg, logger, offset)])
+    share = ctx.shared_stages and StageShare(ctx.shared_stages, storage_target(ctx.storage)[1], ctx.broker,
+                                             tune.get_context().get_trial_id(), ctx.shared_keys)
+    counts = run_stages(_stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset), share or None)
     logger.flush_until(timeout_s=float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
-    return final_summary(stage_configs(cfg)[-1], ctx.budgets)
+    return {**final_summary(stage_configs(cfg)[-1], ctx.budgets), **counts}
 
 
 class TrialEpochReporter:
@@ -356,32 +345,6 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 logging_config=ray.train.LoggingConfig(log_level="WARNING")),
         ).fit()
-
-
-def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str, float]:
-    """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics."""
-    from ..loop.evaluate import evaluate_checkpoint, summary_metrics
-    from ..loop.trainer import best_checkpoint
-
-    report = evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto")
-    return summary_metrics(report)
-
-
-def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float]) -> None:
-    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED."""
-    import time
-
-    import yaml
-    from mlflow.entities import Metric
-
-    mlflow = client(tracking_uri, fail_fast=True)
-    now = int(time.time() * 1000)
-    mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        mlflow.log_artifact(run_id, str(path))
-    mlflow.set_terminated(run_id, "FINISHED")
 
 
 # --- the driver ------------------------------------------------------------------------------------------
@@ -479,6 +442,10 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
                        workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
                        storage=spec.storage, scratch=spec.scratch or default_scratch())
+    repeated = repeated_stage_keys([_stages_of(spec, ctx.scratch, p) for p in _grid_params(spec)]) if spec.grid else set()
+    if spec.share_stages and spec.workers == 1 and repeated:
+        ctx.shared_stages, ctx.broker = f"{storage_path.rstrip('/')}/{spec.name}-stages", broker(spec.name)
+        ctx.shared_keys = repeated
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(spec, cluster))
     experiment_path = f"{storage_path.rstrip('/')}/{spec.name}"
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem):
@@ -496,12 +463,36 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                                         # a stopped multi-worker trial must take its TorchTrainer down with its actor
                                         reuse_actors=spec.workers == 1),
             run_config=tune.RunConfig(name=spec.name, storage_path=storage_path, storage_filesystem=filesystem,
+                                      callbacks=[_progress(spec, ctx)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=0))
     grid = tuner.fit()
     result = SweepResult(spec.name, _summaries(grid, spec), parent_id, spec.objectives, experiment_path)
     reconcile_children(tracking_uri, parent_id, spec.name, result)
+    if ctx.broker:
+        sys.stdout.write(f"[{spec.name}] {reuse_line(result.trials)}\n")
     return result
+
+
+def _grid_params(spec: SweepSpec) -> list[dict]:
+    keys = list(spec.grid)
+    return [dict(zip(keys, values)) for values in _product([spec.grid[k] for k in keys])]
+
+
+def _stages_of(spec: SweepSpec, scratch: str, params: dict) -> list[tuple[RunConfig, int]]:
+    """A trial's stages as its process will build them (for stage keys and progress lines)."""
+    name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
+    return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
+                                             str(Path(scratch).resolve() / spec.name / "probe")))
+
+
+def _progress(spec: SweepSpec, ctx: TrialContext):
+    """The driver's trial k/N and time-left lines (progress.py)."""
+    from .progress import sweep_progress
+
+    plain = SweepSpec(spec.name, spec.base, grid=spec.grid, arms=spec.arms, num_samples=spec.num_samples)
+    scratch = ctx.scratch  # the callback is pickled with the Tuner's state: plain values only, no actor handle
+    return sweep_progress(plain, lambda params: _stages_of(plain, scratch, params), share=ctx.broker is not None)
 
 
 def _summaries(grid, spec: SweepSpec) -> list[TrialSummary]:

@@ -17,6 +17,8 @@ CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=200
 # Slots for the drivers of multi-worker trials (their workers reserve the CPUs): without them a driver's
 # sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
 LOCAL_RESOURCES = {"trial_driver": 64}
+# Every trial's epoch lines, not "[repeated 2x across cluster]"; Ray reads this once, when it is imported.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def parser(description: str, presets: dict[str, Preset], default: str) -> argpar
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default="adaptnet-sweeps", help="MLflow experiment")
+    p.add_argument("--no-stage-sharing", dest="share_stages", action="store_false",
+                   help="train every trial's stages itself, even those equal to another trial's (e.g. IMTA's stage 1 "
+                        "and the GE arm's run of a seed); default: trained once, shared through --storage")
     return p
 
 
@@ -108,7 +113,8 @@ def resolved(args, preset: Preset) -> dict[str, Any]:
             "cpus_per_worker": args.cpus_per_worker or preset.cpus_per_worker,
             "gpus_per_worker": preset.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker,
             "max_concurrent": args.max_concurrent, "storage": args.storage,
-            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment}
+            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment,
+            "share_stages": args.share_stages}
 
 
 def _absolute_sqlite(uri: str | None) -> str:
@@ -126,7 +132,6 @@ def connect(args) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's epoch lines, not "[repeated 2x across cluster]"
     from .ray_runtime import runtime_env
 
     if args.address:

@@ -20,6 +20,7 @@ from ..loop.checkpoint import load_checkpoint
 from .ray_runtime import runtime_env
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
+from .trial_results import SCORE, final_result, final_summary, log_final, score
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SELECTED_FILE = "selected.pt"    # in a run's final checkpoint: the held-out-best one, which a later stage starts from
@@ -179,8 +180,6 @@ def report_final(cfg: RunConfig, tracking_uri: str, run_id: str, budgets: list[f
     (ray.train.report is a barrier)."""
     import ray.train
 
-    from .sweep import final_result, final_summary, log_final
-
     if rank != 0:
         ray.train.report({})
         return
@@ -229,8 +228,6 @@ class EpochReporter:
             ray.train.report({"epoch": metrics["epoch"]})
             return
         if self.step_offset is not None:  # a sweep trial: global steps and the score Tune schedules on
-            from .sweep import SCORE, score
-
             metrics = {**metrics, "step": self.step_offset + int(metrics["epoch"]), SCORE: score(metrics)}
         self.logger.add(metrics)
         self.logger.flush()

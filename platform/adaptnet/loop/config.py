@@ -14,6 +14,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
 
+from ..data.resolve import resolve_dataset_spec
 from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry
 
 
@@ -124,6 +125,8 @@ class TrainConfig(Strict):
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none")
     channels_last: bool = Field(False, description="NHWC memory format for model and batches (faster convs on GPUs)")
+    compile: bool = Field(False, description="torch.compile the trained model (bench/step.py: when it pays; "
+                          "checkpoints and evaluation use the plain module)")
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")
     progress: bool = True
     resume: bool = Field(True, description="continue from the run's last checkpoint when there is one")
@@ -232,6 +235,7 @@ def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
     check_against_model(cfg)
+    cfg.data.dataset = resolve_dataset_spec(cfg.data.dataset)  # cifar10 → its offline mirror when there is one
     return cfg
 
 

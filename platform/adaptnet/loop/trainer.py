@@ -162,6 +162,8 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         scaler.load_state_dict(resume["scaler"])
         start_epoch = resume["epoch"] + 1
     trained = dist.wrap_model(model, task.find_unused_parameters)
+    if cfg.train.compile:  # the same parameters; checkpoints and evaluation keep using `model`
+        trained = torch.compile(trained)
 
     def backward(loss: torch.Tensor) -> None:
         with torch.autocast(device.type, enabled=False):  # backward reuses the forward's autocast dtypes
