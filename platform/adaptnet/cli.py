@@ -101,6 +101,8 @@ def parser() -> argparse.ArgumentParser:
                    help="plain conv + linear (+ attention) multiply-adds, no ReLU, pooling or bias ops")
     c.add_argument("--reference", dest="convention", action="store_const", const="reference",
                    help="the MSDNet counter's convention (default for MSDNet; ADN defaults to torchvision's)")
+    c.add_argument("--ptflops", dest="convention", action="store_const", const="ptflops",
+                   help="ptflops's convention: adds norm, activation, pooling and bias ops (MobileNetV2-ADN's default)")
     c.add_argument("--json", action="store_true")
     t = sub.add_parser("train", help="train one run from a YAML config or preset")
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
