@@ -1,6 +1,7 @@
 """Vision Transformer with skippable sub-paths (ADN): 12 blocks form pseudo-stages of 3; the last block of
 each is skippable and the mandatory blocks have skip-aware LayerNorm twins. Patch embedding, class token,
-position embedding, the final LayerNorm and the head are shared by all sub-networks.
+position embedding, the final LayerNorm and the head are shared by all sub-networks. Initialised as
+torchvision's VisionTransformer, on which the official ADN ViT is built.
 """
 from __future__ import annotations
 
