@@ -83,6 +83,9 @@ def _evaluate(args) -> int:
         return 0
     for result in results:
         print(f"{result['run']} ({result['technique']}, {result['model']})")
+        if "subnets" in result:
+            _print_subnets(result)
+            continue
         print(f"{'exit':>4}  {'MMACs':>9}  {'top1':>6}  {'top5':>6}")
         for k, macs in enumerate(result["exit_macs"]):
             print(f"{k + 1:>4}  {macs / 1e6:>9.2f}  {result['anytime']['top1'][k]:>6.2f}  {result['anytime']['top5'][k]:>6.2f}")
@@ -90,6 +93,19 @@ def _evaluate(args) -> int:
         for budget, acc in zip(result["budgeted"]["budgets"], result["budgeted"]["accuracy_at_budgets"]):
             print(f"  at {budget / 1e6:.2f} MMACs: " + ("outside the curve" if acc is None else f"{acc:.2f}%"))
     return 0
+
+
+def _print_subnets(result: dict) -> None:
+    """An ADN report: every sub-network, the held-out Pareto front and the choice per budget."""
+    print(f"{'skip':>8}  {'MMACs':>9}  {'holdout top1':>12}  {'test top1':>9}  {'test top5':>9}")
+    for row in result["subnets"]:
+        print(f"{row['skip']:>8}  {row['macs'] / 1e6:>9.2f}  {row['holdout_top1']:>12.2f}  {row['test_top1']:>9.2f}  "
+              f"{row['test_top5']:>9.2f}")
+    print("Pareto front (held-out top-1 vs MACs, cheapest first): " + " ".join(result["pareto_front"]))
+    for entry in result["budgets"]:
+        choice = entry["choice"]
+        print(f"  at {entry['budget'] / 1e6:.2f} MMACs: " +
+              ("no sub-network fits" if choice is None else f"{choice['skip']} ({choice['test_top1']:.2f}% test)"))
 
 
 def format_output_table(metrics: dict) -> str:
@@ -122,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
                    help="plain conv + linear (+ attention) multiply-adds, no ReLU, pooling or bias ops")
     c.add_argument("--reference", dest="convention", action="store_const", const="reference",
                    help="the MSDNet counter's convention (default for MSDNet; ADN defaults to torchvision's)")
+    c.add_argument("--ptflops", dest="convention", action="store_const", const="ptflops",
+                   help="ptflops's convention: adds norm, activation, pooling and bias ops (MobileNetV2-ADN's default)")
     c.add_argument("--json", action="store_true")
     t = sub.add_parser("train", help="train one run from a YAML config or preset")
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")

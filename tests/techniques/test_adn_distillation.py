@@ -40,6 +40,7 @@ def test_each_parameter_group_gets_gradient_from_its_loss_only():
     after_ce, after_kd = after
     skippable = {f"stages.{s}.{b}." for s, b, blk in model.blocks_with_position() if blk.skippable}
     nonzero = lambda g: g is not None and float(g.abs().sum()) > 0
+    assert any("norm_skip" in name for name in after_kd) and skippable  # the groups below are not empty
     for name in after_kd:
         in_skippable = any(name.startswith(prefix) for prefix in skippable)
         if "norm_skip" in name:  # the student's norms: KD only
