@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from ..data.resolve import resolve_dataset_spec
 from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry
@@ -95,11 +95,26 @@ class OptimConfig(Strict):
     weight_decay: NonNegativeFloat = 1e-4
     norm_bias_weight_decay: NonNegativeFloat | None = Field(
         None, description="weight decay of norm weights and biases (1-d parameters); default: weight_decay")
+    embedding_weight_decay: NonNegativeFloat | None = Field(
+        None, description="weight decay of the class token, position embedding and relative position bias table "
+        "(the reference's --transformer-embedding-decay); default: as the other parameters")
     warmup_epochs: float = Field(0, ge=0, description="linear warm-up from warmup_factor·lr")
     warmup_factor: float = Field(0.01, gt=0, le=1)
     schedule: Literal["multistep", "cosine"] = "multistep"
     milestones: list[float] = Field([0.5, 0.75], description="multistep drops, as fractions of the epochs")
     gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: NonNegativeFloat = Field(0.0, description="cosine: the learning rate it ends at (eta_min)")
+    lr_step: Literal["iteration", "epoch"] = Field(
+        "iteration", description="iteration (default; MSDNet's official cosine): warm-up and schedule move every "
+        "step; epoch: once per epoch, LinearLR then CosineAnnealingLR/MultiStepLR as the torchvision reference")
+
+    @field_validator("lr_step")
+    @classmethod
+    def _whole_warmup(cls, lr_step: str, info) -> str:
+        warmup = info.data.get("warmup_epochs", 0)
+        if lr_step == "epoch" and warmup != int(warmup):
+            raise ValueError(f"'epoch' needs a whole number of warm-up epochs, got optim.warmup_epochs={warmup}")
+        return lr_step
 
     @field_validator("milestones")
     @classmethod
@@ -130,6 +145,16 @@ class TrainConfig(Strict):
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")
     progress: bool = True
     resume: bool = Field(True, description="continue from the run's last checkpoint when there is one")
+    mixup_alpha: NonNegativeFloat = Field(0.0, description="MixUp Beta(α, α) on each batch (0: off); soft targets")
+    cutmix_alpha: NonNegativeFloat = Field(0.0, description="CutMix Beta(α, α) (0: off); with MixUp, one of the two "
+                                           "is picked per batch")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the CE terms (never of KD)")
+    clip_grad_norm: PositiveFloat | None = Field(None, description="clip the total gradient norm of each step "
+                                                 "(after all backward passes and AMP unscaling); None: off")
+    ema: bool = Field(False, description="evaluate, select and save an EMA of the weights (torchvision reference)")
+    ema_decay: float = Field(0.99998, gt=0, lt=1, description="nominal EMA decay; 1 − decay is rescaled by "
+                             "global batch · ema_steps / epochs")
+    ema_steps: PositiveInt = Field(32, description="update the EMA every this many optimizer steps")
 
     @field_validator("exit_weights")
     @classmethod

@@ -12,11 +12,12 @@ from ..metrics.adaptive import accuracy_at_budgets, anytime_accuracy, budgeted_c
 from .build import build_training
 from .checkpoint import load_checkpoint
 from .config import RunConfig
+from .ema import eval_weights
 from .trainer import evaluate, pick_device
 
 
 def load_checkpoint_model(path: str | Path, device: str = "auto"):
-    """(config, prepared data, model with the checkpoint's weights) of a run's checkpoint."""
+    """(config, prepared data, model with the checkpoint's evaluation weights) of a run's checkpoint."""
     saved = load_checkpoint(path)
     cfg = RunConfig.model_validate(saved["config"])
     dev = pick_device(device)
@@ -24,7 +25,7 @@ def load_checkpoint_model(path: str | Path, device: str = "auto"):
                         saved_split=saved["split"], device=dev,
                         loader="torch" if cfg.data.loader == "ray" else None)  # one process: no Ray Data
     model, _ = build_training(cfg, data.num_classes, load_pretrained=False)
-    model.load_state_dict(saved["model"])
+    model.load_state_dict(eval_weights(saved))  # the EMA's weights when the run kept one
     return cfg, data, model.to(dev).eval()
 
 
