@@ -47,7 +47,7 @@ def run(args) -> int:
     from adaptnet.cluster.spaces import OptimSpace
     from adaptnet.cluster.summary import csv_text, log_sweep_summary
     from adaptnet.cluster.sweep import SweepSpec, parent_run, run_sweep, validate, with_overrides
-    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, resolved
+    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
 
     from adaptnet.cluster.tracking import client
     from adaptnet.metrics.stats import comparison_rows, table_csv_rows, table_markdown, table_text
@@ -78,6 +78,7 @@ def run(args) -> int:
         validate(search)
     seeded = spec(f"{name}-seeds", grid={"arm": arms, "seed": seeds}, arms={a: dict(ARMS[a]) for a in arms})
     validate(seeded)
+    preflight(args, base, where["tracking_uri"])
 
     connect(args)
     parent = spec(name, grid={"arm": arms, "seed": seeds}, arms=seeded.arms)

@@ -31,20 +31,78 @@ def client(tracking_uri: str, fail_fast: bool = False):
     return MlflowClient(tracking_uri)
 
 
+def _quoted(value: str) -> str | None:
+    """`value` as an MLflow filter literal, or None when no quoting can hold it: MLflow strips the quotes
+    without unescaping, so a value may not contain its own quote (nor a backslash, which escapes the quote)."""
+    for quote in ("'", '"'):
+        if quote not in value and "\\" not in value:
+            return f"{quote}{value}{quote}"
+    return None
+
+
+def search_exact(mlflow, experiment_ids: list[str], equals: dict[str, str], max_results: int = 50000) -> list:
+    """Runs whose `tags.NAME` / `attributes.NAME` equal the given values exactly, whatever characters the values
+    hold. The one place a user value (names, storage paths, run keys) enters an MLflow filter string: a value
+    no literal can hold is matched with LIKE, `_` standing for its quotes and backslashes, then compared here."""
+    clauses = []
+    for field, value in equals.items():
+        kind, _, name = field.partition(".")
+        lhs = f"{kind}.`{name}`"
+        literal = _quoted(value)
+        if literal is None:
+            wild = "".join("_" if c in "'\"\\%" else c for c in value)
+            clauses.append(f"{lhs} LIKE '{wild}'")
+        else:
+            clauses.append(f"{lhs} = {literal}")
+    runs = mlflow.search_runs(experiment_ids, filter_string=" and ".join(clauses), max_results=max_results)
+    return [run for run in runs if all(_field(run, f) == v for f, v in equals.items())]
+
+
+def _field(run, field: str):
+    kind, _, name = field.partition(".")
+    return run.data.tags.get(name) if kind == "tags" else getattr(run.info, name, None)
+
+
 def find_run(mlflow, experiment_id: str, run_key: str):
     """The run tagged `run_key` in the experiment, or None."""
-    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+    runs = search_exact(mlflow, [experiment_id], {f"tags.{RUN_KEY_TAG}": run_key}, max_results=1000)
     return runs[0] if runs else None
 
 
+def param_changes(logged: dict[str, str], params: dict[str, str]) -> list[str]:
+    """Params (present in both) in which a new run differs from the run already logged under its key, beyond
+    the resume-safe ones (loop.preflight.RESUME_SAFE; `train.epochs` may grow)."""
+    from ..loop.preflight import RESUME_SAFE
+
+    changed = [k for k in sorted(set(logged) & set(params))
+               if k not in RESUME_SAFE and logged[k] != str(params[k])[:6000]]
+    if "train.epochs" in changed and logged["train.epochs"].isdigit() and int(params["train.epochs"]) > int(logged["train.epochs"]):
+        changed.remove("train.epochs")
+    return changed
+
+
 def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_name: str, params: dict[str, str],
-                       tags: dict[str, str] | None = None) -> str:
-    """The id of the run tagged `run_key` in `experiment`, created (with params and tags) if there is none."""
+                       tags: dict[str, str] | None = None, restart: bool = False) -> str:
+    """The id of the run tagged `run_key` in `experiment`, created (with params and tags) if there is none.
+    A run already under the key with other params is refused (its record stays true) unless `restart`, which
+    moves the old run to the key `<key>.archived-<UTC time>` (kept, never deleted) and creates a new one."""
+    from ..loop.preflight import RunRecordError
+
     mlflow = client(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
     existing = find_run(mlflow, experiment_id, run_key)
+    if existing and restart:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        mlflow.set_tag(existing.info.run_id, RUN_KEY_TAG, f"{run_key}.archived-{stamp}")
+        existing = None
     if existing:
+        changed = param_changes(existing.data.params, params)
+        if changed:
+            key = changed[0]
+            raise RunRecordError(f"name: MLflow run {existing.info.run_id} ({run_key}) was logged with "
+                                 f"{key}={existing.data.params[key]}, this run has {key}={params[key]}; "
+                                 f"use a new name, or --restart to archive the old run first")
         mlflow.update_run(existing.info.run_id, status="RUNNING")
         return existing.info.run_id
     run = mlflow.create_run(experiment_id, run_name=run_name, tags={RUN_KEY_TAG: run_key, **(tags or {})})
