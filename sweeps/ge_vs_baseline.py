@@ -66,6 +66,7 @@ def run(args) -> int:
     name = args.name or f"ge_vs_baseline-{args.preset}"
     base = base_tree(args, preset)
     where = resolved(args, preset)
+    preflight(args, base, where["tracking_uri"])
     budgets = cost_budgets(base)
 
     def spec(sweep_name: str, **kwargs) -> SweepSpec:
@@ -78,7 +79,6 @@ def run(args) -> int:
         validate(search)
     seeded = spec(f"{name}-seeds", grid={"arm": arms, "seed": seeds}, arms={a: dict(ARMS[a]) for a in arms})
     validate(seeded)
-    preflight(args, base, where["tracking_uri"])
 
     connect(args)
     parent = spec(name, grid={"arm": arms, "seed": seeds}, arms=seeded.arms)

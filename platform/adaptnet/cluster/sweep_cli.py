@@ -196,12 +196,13 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
 
         preset = presets[args.preset]
         base = base_tree(args, preset)
+        where = resolved(args, preset)
+        preflight(args, base, where["tracking_uri"])
         spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
                          space=make_space(args, base), num_samples=args.trials or preset.trials,
                          objectives=tuple(objectives or (Objective(SCORE, "max"),)), asha=getattr(args, "asha", False),
-                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **resolved(args, preset))
+                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **where)
         validate(spec)
-        preflight(args, base, spec.tracking_uri)
         connect(args)
         result = run_sweep(spec, preset=args.preset)
         print_trials(result, summary_columns(result)[:8])

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # finite floats only
 
 
 class ModelConfig(Strict):
@@ -163,7 +163,7 @@ def _one_line(err: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
     shown = "" if first["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-    return f"{where}: {first['msg']}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
 
 
 OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")

@@ -3,8 +3,8 @@ directory holds no other run, and every checkpoint the run starts from fits the 
 
 Each failure is one line naming the field and the value (a `ConfigError`, `DataError` or `CheckpointError`).
 Run records are immutable: a run directory whose `config.json` differs from the new config is refused; a
-resume may only extend `train.epochs` (RESUME_SAFE lists what else may differ: where the run directory lives
-and the progress bar). `restart=True` first archives the old run directory to `<name>.archived-<UTC time>`.
+resume may only extend `train.epochs` (RESUME_SAFE lists what else may differ: where the run directory lives,
+the progress bar, the resume switch). `restart=True` first archives the old run directory to `<name>.archived-<UTC time>`.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from ..data import DataError
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, RunConfig
 
-# Fields a rerun of the same run may change: where the run directory is given from, the progress bar.
-RESUME_SAFE = ("output_dir", "train.progress")
+# Fields a rerun of the same run may change: where the run directory is given from, the progress bar, the
+# resume switch (resume: false over an existing run is refused on its own).
+RESUME_SAFE = ("output_dir", "train.progress", "train.resume")
 PATH_FIELDS = ("data.dataset", "data.cache_dir", "data.split_from", "imta.stage1_checkpoint")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -163,7 +164,10 @@ def check_train(cfg: RunConfig, restart: bool = False) -> Path | None:
     """Everything `adaptnet train` can check before it trains; returns the archived run directory, if any."""
     check_dataset(cfg.data.dataset)
     if cfg.data.split_from:
-        saved_config(cfg.data.split_from)
+        try:
+            saved_config(cfg.data.split_from)
+        except CheckpointError as err:
+            raise CheckpointError(f"data.split_from: {err}") from None
     if cfg.technique == "imta_stage2" and cfg.imta.stage1_checkpoint:
         check_checkpoint_model(cfg.imta.stage1_checkpoint, cfg, "imta.stage1_checkpoint", techniques=("multi_exit",))
     return check_run_record(cfg, restart)
