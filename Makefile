@@ -7,7 +7,7 @@ CIFAR_MIRROR := ../shared/data/cifar10-jpeg.tar.gz
 DATASET ?= $(if $(wildcard $(CIFAR_MIRROR)),$(CIFAR_MIRROR),cifar10)
 export ADAPTNET_DATASET := $(DATASET)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean postgresql
 
 $(VENV)/.installed: requirements.txt platform/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(VENV)/.installed: requirements.txt platform/pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) sweeps/ge_vs_baseline.py --preset cpu --dataset $(DATASET) --storage runs/sweeps --tracking-uri sqlite:///mlflow.db
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed postgresql
 	$(PY) -m pytest -q tests
+
+# The tracking-store tests start a real PostgreSQL: Debian's server binaries, installed when missing (CI is root).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && apt-get install -y postgresql; }
 
 bench: $(VENV)/.installed
 	for script in bench/*.py; do $(PY) $$script || exit 1; done

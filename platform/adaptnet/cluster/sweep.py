@@ -24,7 +24,7 @@ from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from ..loop.config import safe_name
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
-from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri, search_exact
+from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri, retry_until, search_exact
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
@@ -369,20 +369,25 @@ def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str
 
 
 def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float]) -> None:
-    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED."""
+    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED. Retried while
+    the tracking server is away (a restart): the same batch again is stored once."""
     import time
 
     import yaml
     from mlflow.entities import Metric
 
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     now = int(time.time() * 1000)
-    mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        mlflow.log_artifact(run_id, str(path))
-    mlflow.set_terminated(run_id, "FINISHED")
+
+    def send():
+        mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "config.yaml"
+            path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            mlflow.log_artifact(run_id, str(path))
+        mlflow.set_terminated(run_id, "FINISHED")
+
+    retry_until(send, float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
 
 
 # --- the driver ------------------------------------------------------------------------------------------

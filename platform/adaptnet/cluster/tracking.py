@@ -7,12 +7,14 @@ stay queued, are kept in the checkpoint, and are retried.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
 
 RUN_KEY_TAG = "adaptnet.run_key"
+TIMESTAMP_KEY = "logged_at_ms"  # when an epoch was queued; its MLflow timestamp, not a metric
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -23,12 +25,40 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def client(tracking_uri: str, fail_fast: bool = False):
-    if fail_fast:  # training must not stall behind MLflow's own minutes-long retry loop
-        os.environ.update(FAST_FAIL_ENV)
+def client(tracking_uri: str):
+    """An MlflowClient with MLflow's own retries; wrap calls that must not wait in `fast_fail()`."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri)
+
+
+@contextlib.contextmanager
+def fast_fail():
+    """MLflow requests inside fail at once instead of MLflow's own minutes-long retry loop (training must
+    not stall); the environment is restored after, so other calls (run lookup, creation) keep retrying."""
+    saved = {k: os.environ.get(k) for k in FAST_FAIL_ENV}
+    os.environ.update(FAST_FAIL_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def retry_until(call, timeout_s: float, interval_s: float = 2.0):
+    """`call()` (fast-failing) until it succeeds or `timeout_s` passed (then its last error is raised)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with fast_fail():
+                return call()
+        except Exception:  # noqa: BLE001 — any tracking failure: the server may be restarting
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval_s)
 
 
 def _quoted(value: str) -> str | None:
@@ -144,32 +174,38 @@ class EpochLogger:
         self._mlflow = None
 
     def add(self, epoch_metrics: dict) -> None:
-        self.pending.append(epoch_metrics)
+        self.pending.append({**epoch_metrics, TIMESTAMP_KEY: int(time.time() * 1000)})
 
     def flush(self) -> bool:
         """Sends every queued epoch not already in the run (by step, default the epoch); False (and keeps the
         queue) if MLflow is down."""
         if not self.pending:
             return True
-        from mlflow.entities import Metric
-
         try:
-            self._mlflow = self._mlflow or client(self.tracking_uri, fail_fast=True)
-            logged = {m.step for m in self._mlflow.get_metric_history(self.run_id, "epoch")}
-            now = int(time.time() * 1000)
-            for metrics in self.pending:
-                step = int(metrics.get("step", metrics["epoch"]))  # multi-stage runs count steps across stages
-                if step in logged:
-                    continue
-                batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and k not in ("epoch", "step")]
-                batch.append(Metric("epoch", float(metrics["epoch"]), now, step))  # last: marks the step complete
-                self._mlflow.log_batch(self.run_id, metrics=batch)
-                logged.add(step)
+            with fast_fail():
+                self._flush()
         except Exception:  # noqa: BLE001 — any tracking failure must leave training running
             return False
         self.pending = []
         return True
+
+    def _flush(self) -> None:
+        from mlflow.entities import Metric
+
+        self._mlflow = self._mlflow or client(self.tracking_uri)
+        logged = {m.step for m in self._mlflow.get_metric_history(self.run_id, "epoch")}
+        for metrics in self.pending:
+            step = int(metrics.get("step", metrics["epoch"]))  # multi-stage runs count steps across stages
+            if step in logged:
+                continue
+            # the epoch's own timestamp: a batch resent after a half-done attempt repeats identical metrics,
+            # which MLflow stores once
+            now = int(metrics.get(TIMESTAMP_KEY, time.time() * 1000))
+            batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and k not in ("epoch", "step", TIMESTAMP_KEY)]
+            batch.append(Metric("epoch", float(metrics["epoch"]), now, step))  # last: marks the step complete
+            self._mlflow.log_batch(self.run_id, metrics=batch)
+            logged.add(step)
 
     def flush_until(self, timeout_s: float, interval_s: float = 2.0) -> bool:
         deadline = time.monotonic() + timeout_s
