@@ -11,7 +11,7 @@ ifdef DATASET
 export ADAPTNET_DATASET := $(DATASET)
 endif
 
-.PHONY: demo test bench clean data-dir
+.PHONY: demo test bench clean data-dir postgresql
 
 $(VENV)/.installed: requirements.txt platform/pyproject.toml
 	@echo "== creating $(VENV) with $(PYTHON) (once; reused until requirements.txt changes)"
@@ -30,8 +30,12 @@ data-dir: $(VENV)/.installed
 demo: data-dir
 	RAY_DEDUP_LOGS=0 $(PY) sweeps/ge_vs_baseline.py --preset cpu --storage runs/sweeps --tracking-uri sqlite:///mlflow.db
 
-test: data-dir
+test: data-dir postgresql
 	$(PY) -m pytest -q --durations=15 tests
+
+# The tracking-store tests start a real PostgreSQL: Debian's server binaries, installed when missing (CI is root).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && apt-get install -y postgresql; }
 
 bench: data-dir
 	for script in bench/*.py; do $(PY) $$script || exit 1; done

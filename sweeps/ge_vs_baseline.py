@@ -47,7 +47,7 @@ def run(args) -> int:
     from adaptnet.cluster.spaces import OptimSpace
     from adaptnet.cluster.summary import csv_text, log_sweep_summary
     from adaptnet.cluster.sweep import SweepSpec, parent_run, run_sweep, validate, with_overrides
-    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, resolved
+    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
 
     from adaptnet.cluster.tracking import client
     from adaptnet.metrics.stats import comparison_rows, row_notes, table_csv_rows, table_markdown, table_text, verdict
@@ -66,6 +66,7 @@ def run(args) -> int:
     name = args.name or f"ge_vs_baseline-{args.preset}"
     base = base_tree(args, preset)
     where = resolved(args, preset)
+    preflight(args, base, where["tracking_uri"])
     budgets = cost_budgets(base)
 
     def spec(sweep_name: str, **kwargs) -> SweepSpec:

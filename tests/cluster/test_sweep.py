@@ -13,7 +13,7 @@ import ray
 from adaptnet.cluster.spaces import ADNSpace, ExitWeightSpace, OptimSpace
 from adaptnet.cluster.sweep import (FINAL_MARK, SCORE, Objective, SweepSpec, child_runs, concurrency,
                                     finished_summary, run_sweep, with_overrides)
-from adaptnet.cluster.tracking import client, find_or_create_run
+from adaptnet.cluster.tracking import client, find_or_create_run, search_exact
 from adaptnet.loop import build_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,14 +29,24 @@ def _base(spec_path, *overrides, preset="cifar10-smoke"):
     return tree
 
 
-def _spec(tmp_path, name, base, **kwargs):
-    return SweepSpec(name=name, base=base, storage=str(tmp_path / "store"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+def _spec(tmp_path, name, base, tracking_uri=None, **kwargs):
+    return SweepSpec(name=name, base=base, storage=str(tmp_path / "store"),
+                     tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
                      experiment="sweep-tests", scratch=str(tmp_path / "scratch"), **kwargs)
 
 
-def test_optuna_sweep_runs_four_trials_at_once_with_one_child_run_each(tmp_path, cifar10_spec, ray_cluster):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracking_uri(request, tmp_path):
+    """The sweep's tracking store: sqlite (the local default), or an MLflow server over a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return request.getfixturevalue("pg_mlflow_server").uri
+
+
+def test_optuna_sweep_runs_four_trials_at_once_with_one_child_run_each(tmp_path, cifar10_spec, ray_cluster,
+                                                                      tracking_uri):
     base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=2")
-    spec = _spec(tmp_path, "overlap", base, space=OptimSpace() + ExitWeightSpace(num_exits=3, scheme="power"),
+    spec = _spec(tmp_path, "overlap", base, tracking_uri, space=OptimSpace() + ExitWeightSpace(num_exits=3, scheme="power"),
                  num_samples=4)
     assert concurrency(spec, ray.cluster_resources()) == 4  # 4 CPUs, 1 per single-worker trial
     result = run_sweep(spec)
@@ -135,8 +145,9 @@ def test_sweep_scripts_reject_bad_flags_in_one_line():
         assert field in done.stderr and len(done.stderr.strip().splitlines()) <= 2, done.stderr
 
 
-def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path, cifar10_spec, ray_head):
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path, cifar10_spec, ray_head,
+                                                                       tracking_uri):
+    tracking = tracking_uri
     command = ["sweeps/exit_weights.py", "--preset", "smoke", "--trials", "4", "--max-concurrent", "2", "--no-asha",
                "--dataset", cifar10_spec, "--address", ray_head.address, "--storage", str(tmp_path / "store"),
                "--tracking-uri", tracking, "--name", "restore-drill",
@@ -151,7 +162,8 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
     deadline = time.time() + 600
     while time.time() < deadline and not finished_before:  # kill once a trial has finished and others run
         time.sleep(1)
-        experiment = mlflow.get_experiment_by_name("adaptnet-sweeps") if (tmp_path / "mlflow.db").exists() else None
+        local_db_missing = tracking.startswith("sqlite") and not (tmp_path / "mlflow.db").exists()
+        experiment = None if local_db_missing else mlflow.get_experiment_by_name("adaptnet-sweeps")
         runs = mlflow.search_runs([experiment.experiment_id], "tags.`adaptnet.trial_id` != ''") if experiment else []
         finished_before = {r.info.run_id: r.info.end_time for r in runs if r.info.status == "FINISHED"}
         assert driver.poll() is None, driver.stdout.read()
@@ -163,7 +175,7 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "restoring the sweep" in done.stdout + done.stderr
     experiment = mlflow.get_experiment_by_name("adaptnet-sweeps")
-    (parent,) = mlflow.search_runs([experiment.experiment_id], "attributes.run_name = 'restore-drill'")
+    (parent,) = search_exact(mlflow, [experiment.experiment_id], {"attributes.run_name": "restore-drill"})
     children = child_runs(tracking, parent.info.run_id)
     assert len(children) == 4 and len({r.data.tags["adaptnet.trial_id"] for r in children}) == 4
     assert {r.info.status for r in children} == {"FINISHED"}
@@ -205,3 +217,40 @@ def test_a_stage_equal_in_two_arms_trains_once_with_the_results_of_training_it_t
     for run in reused:  # a copied stage's epochs reach MLflow as if trained (IMTA: stage 1's, then stage 2's)
         steps = sorted(m.step for m in client(uri).get_metric_history(run.info.run_id, "epoch"))
         assert steps == ([1, 2] if run.data.tags["adaptnet.arm"] == "imta" else [1]), run.data.tags["adaptnet.arm"]
+
+
+def test_mlflow_server_restarted_mid_sweep_loses_and_duplicates_no_metric(tmp_path, cifar10_spec, ray_cluster,
+                                                                          pg_mlflow_server):
+    """The PostgreSQL-backed server goes down after the first epochs are logged and comes back on the same
+    store: every epoch and final metric of every trial is there exactly once."""
+    import threading
+
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=3")
+    spec = _spec(tmp_path, "restart", base, pg_mlflow_server.uri, grid={"optim.lr": [0.1, 0.05]}, max_concurrent=2)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=run_sweep(spec)))
+    runner.start()
+    mlflow = client(pg_mlflow_server.uri)
+    deadline = time.time() + 600
+    logged = []
+    while time.time() < deadline and not logged and runner.is_alive():
+        try:
+            runs = mlflow.search_runs([mlflow.get_experiment_by_name("sweep-tests").experiment_id],
+                                      "tags.`adaptnet.trial_id` != ''")
+            logged = [r for r in runs if mlflow.get_metric_history(r.info.run_id, "epoch")]
+        except Exception:  # noqa: BLE001 — not created yet
+            pass
+        time.sleep(0.5)
+    assert logged, "no epoch was logged in time"
+    pg_mlflow_server.stop()              # down while epochs 2, 3 and the final evaluations run
+    time.sleep(5)
+    pg_mlflow_server.start()             # back, same PostgreSQL store
+    runner.join(timeout=900)
+    result = outcome["result"]
+    assert [t.status for t in result.trials] == ["FINISHED"] * 2
+    children = child_runs(spec.tracking_uri, result.parent_run_id, "restart")
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    for run in children:
+        for key in ("epoch", "train/loss", "test/top1_exit3", SCORE):
+            assert sorted(m.step for m in mlflow.get_metric_history(run.info.run_id, key)) == [1, 2, 3], key
+        assert len(mlflow.get_metric_history(run.info.run_id, "final/holdout_top1_mean")) == 1

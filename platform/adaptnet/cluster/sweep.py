@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..loop import ConfigError, RunConfig, build_config, stage_configs
+from ..loop.config import safe_name
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
-from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
+from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri, retry_until, search_exact
 from .stage_share import StageShare, broker, repeated_stage_keys, reuse_line, run_stages
 from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
 
@@ -149,6 +150,10 @@ def with_overrides(base: dict, overrides: dict[str, Any]) -> dict:
 def validate(spec: SweepSpec, draws: int = 8) -> None:
     """Every config the sweep can produce passes the `adaptnet train` schema; raises ConfigError (one line,
     naming the sweep value) before any cluster work."""
+    try:
+        safe_name(spec.name)
+    except ValueError as err:
+        raise ConfigError(f"sweep name: {err} (got {spec.name!r})") from None
     if (spec.space is None) == (spec.grid is None):
         raise ConfigError(f"sweep {spec.name}: give a search space or a grid, not both or neither")
     if spec.grid and "arm" in spec.grid:
@@ -517,9 +522,8 @@ def reconcile_children(tracking_uri: str, parent_id: str, sweep: str, result: Sw
     mlflow = client(tracking_uri)
     parent = mlflow.get_run(parent_id)
     status = {t.trial_id: t.status for t in result.trials}
-    children = mlflow.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{SWEEP_TAG}` = '{sweep}'",
-                                  max_results=50000)
+    children = search_exact(mlflow, [parent.info.experiment_id], {f"tags.{PARENT_TAG}": parent_id,
+                                                                 f"tags.{SWEEP_TAG}": sweep})
     for run in children:
         trial_id = run.data.tags.get(TRIAL_TAG)
         if trial_id not in status:
@@ -531,5 +535,5 @@ def reconcile_children(tracking_uri: str, parent_id: str, sweep: str, result: Sw
 def child_runs(tracking_uri: str, parent_id: str, sweep: str | None = None) -> list:
     mlflow = client(tracking_uri)
     parent = mlflow.get_run(parent_id)
-    query = f"tags.`{PARENT_TAG}` = '{parent_id}'" + (f" and tags.`{SWEEP_TAG}` = '{sweep}'" if sweep else "")
-    return mlflow.search_runs([parent.info.experiment_id], filter_string=query, max_results=50000)
+    equals = {f"tags.{PARENT_TAG}": parent_id, **({f"tags.{SWEEP_TAG}": sweep} if sweep else {})}
+    return search_exact(mlflow, [parent.info.experiment_id], equals)

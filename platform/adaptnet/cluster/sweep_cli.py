@@ -126,6 +126,24 @@ def _absolute_sqlite(uri: str | None) -> str:
     return uri
 
 
+def preflight(args, base: dict, tracking_uri: str) -> None:
+    """Everything a sweep needs that can be checked here, before `ray.init` and before any MLflow run: the
+    sweep name, the dataset, per-trial resources, the tracking server, storage and the Ray address."""
+    from ..loop.config import safe_name
+    from ..loop.preflight import check_dataset
+    from .preflight import check_cluster, check_resources
+
+    if args.name is not None:
+        try:
+            safe_name(args.name)
+        except ValueError as err:
+            raise SweepArgumentError(f"--name: {err} (got {args.name!r})") from None
+    check_dataset(base["data"]["dataset"], "--dataset" if args.dataset else "data.dataset")
+    check_resources(args.cpus_per_worker, args.gpus_per_worker)
+    field = "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI"
+    check_cluster(tracking_uri, field, args.address, args.storage, args.experiment)
+
+
 def connect(args) -> None:
     """Joins the given Ray cluster, or starts a private local one (never attaching to a stray cluster)."""
     import ray
@@ -183,10 +201,12 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
 
         preset = presets[args.preset]
         base = base_tree(args, preset)
+        where = resolved(args, preset)
+        preflight(args, base, where["tracking_uri"])
         spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
                          space=make_space(args, base), num_samples=args.trials or preset.trials,
                          objectives=tuple(objectives or (Objective(SCORE, "max"),)), asha=getattr(args, "asha", False),
-                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **resolved(args, preset))
+                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **where)
         validate(spec)
         connect(args)
         result = run_sweep(spec, preset=args.preset)

@@ -2,12 +2,13 @@
 the per-epoch score Tune schedules on, and the final evaluation logged to MLflow and reported to Tune."""
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 
 from ..loop import RunConfig
-from .tracking import client
+from .tracking import client, retry_until
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
@@ -37,15 +38,20 @@ def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str
 
 
 def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float]) -> None:
-    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED."""
+    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED. Retried while
+    the tracking server is away (a restart): the same batch again is stored once."""
     import yaml
     from mlflow.entities import Metric
 
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     now = int(time.time() * 1000)
-    mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        mlflow.log_artifact(run_id, str(path))
-    mlflow.set_terminated(run_id, "FINISHED")
+
+    def send():
+        mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "config.yaml"
+            path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            mlflow.log_artifact(run_id, str(path))
+        mlflow.set_terminated(run_id, "FINISHED")
+
+    retry_until(send, float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))

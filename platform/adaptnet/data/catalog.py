@@ -190,8 +190,12 @@ def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int
         one = {"sampled": 0, "min": "32×32", "max": "32×32", "median": "32×32", "one_size": True}
         return DatasetInfo(spec, "torchvision", [str(c) for c in range(classes)], {"train": n_train, "test": n_test},
                            {"train": one, "test": one})
-    if is_archive(spec) and not spec.startswith("s3://") and Path(spec).expanduser().is_file():
-        return _inspect_archive(Path(spec).expanduser(), spec, sample)
+    if is_archive(spec) and (spec.startswith("s3://") or Path(spec).expanduser().is_file()):
+        from .sources import fetch_s3  # an archive on S3 is downloaded once into the cache, as for training
+
+        cache = Path(cache_root) if cache_root else default_cache_root()
+        local = fetch_s3(spec, cache) if spec.startswith("s3://") else Path(spec).expanduser()
+        return _inspect_archive(local, spec, sample)
     reader = open_reader(spec, cache_root)
     listing = reader.listing()
     fmt = {FolderReader: "folder", S3FolderReader: "s3-folder", ShardReader: "shards"}[type(reader)]

@@ -6,6 +6,7 @@ Any problem becomes a `ConfigError` whose message is one line naming the field, 
 from __future__ import annotations
 
 import inspect
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # finite floats only
 
 
 class ModelConfig(Strict):
@@ -189,8 +190,18 @@ class ADNConfig(Strict):
     student_loss: Literal["kd", "ce"] = Field("kd", description="ablation: CE on the student instead of KD")
 
 
+def safe_name(name: str) -> str:
+    """A run or sweep name is one safe path component: letters, digits, `_.-`, not `.` or `..`."""
+    if not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError("must be one path component of letters, digits and _.- (not . or ..), at most 128 characters")
+    return name
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
 class RunConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="the run directory's name under output_dir (one safe path component)")
     output_dir: str = "runs"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
@@ -203,6 +214,11 @@ class RunConfig(Strict):
     imta: IMTAConfig = Field(default_factory=IMTAConfig)
     adn: ADNConfig = Field(default_factory=ADNConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, name: str) -> str:
+        return safe_name(name)
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -213,7 +229,10 @@ def _one_line(err: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
     shown = "" if first["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-    return f"{where}: {first['msg']}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+
+
+OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -252,9 +271,14 @@ def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
     tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        key = key.strip()
+        if not sep or not OVERRIDE_KEY.fullmatch(key):
             raise ConfigError(f"override {item!r}: expected section.key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}: {value!r} is not a valid YAML value (quote strings, close brackets)") from None
+        _set_dotted(tree, key, parsed)
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:

@@ -10,22 +10,26 @@ from ..metrics.depth import best_under_budget, pareto_front, residual_ratios
 from ..models import SkippableDepthNet, model_entry
 from ..metrics.adaptive import accuracy_at_budgets, anytime_accuracy, budgeted_curve, collect_probs, curve_area, point_as_dict
 from .build import build_training
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError
 from .config import RunConfig
 from .ema import eval_weights
+from .preflight import saved_config
 from .trainer import evaluate, pick_device
 
 
 def load_checkpoint_model(path: str | Path, device: str = "auto"):
     """(config, prepared data, model with the checkpoint's evaluation weights) of a run's checkpoint."""
-    saved = load_checkpoint(path)
-    cfg = RunConfig.model_validate(saved["config"])
+    saved, cfg = saved_config(path)
     dev = pick_device(device)
     data = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
                         saved_split=saved["split"], device=dev,
                         loader="torch" if cfg.data.loader == "ray" else None)  # one process: no Ray Data
     model, _ = build_training(cfg, data.num_classes, load_pretrained=False)
-    model.load_state_dict(eval_weights(saved))  # the EMA's weights when the run kept one
+    try:
+        model.load_state_dict(eval_weights(saved))  # the EMA's weights when the run kept one
+    except RuntimeError:  # torch's message lists every mismatched tensor
+        raise CheckpointError(f"checkpoint: {str(path)!r}: its weights do not fit {cfg.model.name} "
+                              f"{cfg.model.args or ''} (the model its config names)") from None
     return cfg, data, model.to(dev).eval()
 
 
