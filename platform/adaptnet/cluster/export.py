@@ -20,9 +20,6 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from ..deploy import DeployError
 from ..deploy.bundle import Runner, build_bundle, save_bundle
 
-# Our predict takes a DataFrame and the signature is explicit: MLflow's hint about type hints is noise.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-warnings.filterwarnings("ignore", message=".*An input example was not provided")
 PACKAGE = Path(__file__).resolve().parents[1]  # the adaptnet package, shipped inside every model
 
 
@@ -88,7 +85,10 @@ def card_markdown(card: dict) -> str:
 
 def save_model_dir(bundle: dict, out: Path, mlflow_model=None) -> Path:
     """One pyfunc model folder at `out` (which must not exist or be empty): bundle, model card, code."""
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        # predict takes a DataFrame and the signature is explicit: MLflow's hints about type hints and
+        # input examples are noise here
+        warnings.filterwarnings("ignore", message=".*(Add type hints|An input example was not provided)")
         folder = Path(folder)
         path = save_bundle(bundle, folder / "bundle.pt")
         (folder / "model_card.md").write_text(card_markdown(bundle["card"]))
