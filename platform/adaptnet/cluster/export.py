@@ -23,8 +23,13 @@ from ..deploy.bundle import Runner, build_bundle, save_bundle
 PACKAGE = Path(__file__).resolve().parents[1]  # the adaptnet package, shipped inside every model
 
 
+QUIET = ".*An input example was not provided"  # the signature is explicit
+
+
 class AdaptivePyfunc(mlflow.pyfunc.PythonModel):
     """The pyfunc face of `adaptnet.deploy.bundle.Runner`; bad input → MlflowException (HTTP 400)."""
+
+    _skip_type_hint_validation = True  # predict takes a DataFrame checked against the explicit signature
 
     def load_context(self, context):
         self.runner = Runner(context.artifacts["bundle"])
@@ -86,9 +91,7 @@ def card_markdown(card: dict) -> str:
 def save_model_dir(bundle: dict, out: Path, mlflow_model=None) -> Path:
     """One pyfunc model folder at `out` (which must not exist or be empty): bundle, model card, code."""
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        # predict takes a DataFrame and the signature is explicit: MLflow's hints about type hints and
-        # input examples are noise here
-        warnings.filterwarnings("ignore", message=".*(Add type hints|An input example was not provided)")
+        warnings.filterwarnings("ignore", message=QUIET)
         folder = Path(folder)
         path = save_bundle(bundle, folder / "bundle.pt")
         (folder / "model_card.md").write_text(card_markdown(bundle["card"]))

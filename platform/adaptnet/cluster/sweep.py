@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..deploy.latency import latency_metrics
 from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
+from .models_registry import log_trial_model, register_sweep_models
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri
+from .views import sweep_params, system_metrics
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
@@ -71,6 +74,7 @@ class SweepSpec:
     parent_run_id: str | None = None             # several sweeps under one parent (ge_vs_baseline)
     tags: dict[str, str] = field(default_factory=dict)
     scratch: str | None = None                   # where trials keep their run directory on a node (see default_scratch)
+    latency_batches: tuple[int, ...] = ()        # measure final/latency_ms_* at these batch sizes (objectives)
 
     def trial_count(self) -> int:
         return math.prod(len(v) for v in self.grid.values()) if self.grid else self.num_samples
@@ -204,6 +208,7 @@ class TrialContext:
     gpus_per_worker: float
     storage: str | None
     scratch: str
+    latency_batches: tuple[int, ...] = ()
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -235,6 +240,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     try:
         if ctx.workers == 1:
             summary = _train_in_trial(cfg, ctx, run_id)
+            if ctx.latency_batches:  # on this trial's own device
+                summary.update(latency_metrics(_selected_checkpoint(cfg), ctx.budgets, ctx.latency_batches))
+            log_trial_model(ctx.tracking_uri, run_id, _selected_checkpoint(cfg), ctx.budgets, git_commit())
             log_final(ctx.tracking_uri, run_id, cfg, summary)
             tune.report(final_result(summary))
         else:  # rank 0 of the last stage logs and reports the final summary
@@ -277,8 +285,9 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
     torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
     pending = _restore_run_dir(tune.get_checkpoint(), cfg.run_dir)
     logger = EpochLogger(ctx.tracking_uri, run_id, pending)
-    for stage, offset in _stages_with_offsets(cfg):
-        fit(stage, [TrialEpochReporter(cfg, logger, offset)])
+    with system_metrics(ctx.tracking_uri, run_id):
+        for stage, offset in _stages_with_offsets(cfg):
+            fit(stage, [TrialEpochReporter(cfg, logger, offset)])
     logger.flush_until(timeout_s=float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
     return final_summary(stage_configs(cfg)[-1], ctx.budgets)
 
@@ -354,6 +363,12 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
         ).fit()
 
 
+def _selected_checkpoint(cfg: RunConfig) -> Path:
+    from ..loop.trainer import best_checkpoint
+
+    return best_checkpoint(stage_configs(cfg)[-1].run_dir)
+
+
 def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str, float]:
     """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics."""
     from ..loop.evaluate import evaluate_checkpoint, summary_metrics
@@ -398,7 +413,7 @@ def parent_run(spec: SweepSpec, run_key: str, preset: str = "") -> str:
     """The sweep's MLflow parent run (found again by its key on a rerun)."""
     tracking_uri = resolve_tracking_uri(spec.tracking_uri)
     return find_or_create_run(
-        tracking_uri, spec.experiment, run_key=run_key, run_name=spec.name, params=flatten(spec.base),
+        tracking_uri, spec.experiment, run_key=run_key, run_name=spec.name, params=sweep_params(spec),
         tags={SWEEP_TAG: spec.name, "adaptnet.git_commit": git_commit(), "adaptnet.preset": preset,
               "adaptnet.search_space": repr(spec.space) if spec.space else repr(spec.grid)[:5000],
               "adaptnet.objectives": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives), **spec.tags})
@@ -474,7 +489,8 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     ctx = TrialContext(sweep=spec.name, sweep_key=sweep_key, base=spec.base, arms=spec.arms, tracking_uri=tracking_uri,
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
                        workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
-                       storage=spec.storage, scratch=spec.scratch or default_scratch())
+                       storage=spec.storage, scratch=spec.scratch or default_scratch(),
+                       latency_batches=tuple(spec.latency_batches))
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources(spec, cluster))
     experiment_path = f"{storage_path.rstrip('/')}/{spec.name}"
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem):
@@ -497,6 +513,7 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     grid = tuner.fit()
     result = SweepResult(spec.name, _summaries(grid, spec), parent_id, spec.objectives, experiment_path)
     reconcile_children(tracking_uri, parent_id, spec.name, result)
+    register_sweep_models(tracking_uri, result)
     return result
 
 

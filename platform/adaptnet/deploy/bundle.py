@@ -25,7 +25,8 @@ def _normalization(data) -> tuple[list[float], list[float]]:
 def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, skip: str | None = None,
                  device: str = "cpu", extra_card: dict | None = None) -> dict:
     """Everything a deployed model needs, computed fresh from the checkpoint and its held-out split.
-    Multi-exit nets need `budgets` (the first is the default of a request), ADN nets `skip`."""
+    Multi-exit nets need `budgets` (the first is the default of a request; [] = the full net's cost), ADN nets
+    `skip`."""
     from ..loop.evaluate import load_checkpoint_model, operating_points, subnet_report
 
     if (budgets is None) == (skip is None):
@@ -54,6 +55,7 @@ def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, ski
                     pareto_front=report["pareto_front"])
         return {**common, "kind": "subnet", "skip": skip, "state": _cpu(subnet.state_dict()), "card": card}
     costs = [c.macs for c in exit_costs(model, size)]
+    budgets = [float(b) for b in budgets] or [float(costs[-1])]
     val_probs, val_labels = collect_probs(model, data.holdout)
     test_probs, test_labels = collect_probs(model, data.test)
     for budget in budgets:
