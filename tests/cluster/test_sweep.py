@@ -82,7 +82,8 @@ def _assert_models_logged_and_registered(spec, result, children, expected_aliase
     for alias, trials in expected_aliases.items():
         version = tracker.get_model_version_by_alias(name, alias)
         assert version.model_id in {model_of[t.trial_id] for t in trials}
-    local = mlflow_artifacts.download_artifacts(f"models:/{name}@{sorted(expected_aliases)[0]}",
+    version = tracker.get_model_version_by_alias(name, sorted(expected_aliases)[0])
+    local = mlflow_artifacts.download_artifacts(tracker.get_model_version_download_uri(name, version.version),
                                                tracking_uri=spec.tracking_uri)
     model = mlflow.pyfunc.load_model(local)
     assert model.metadata.signature.inputs.input_names() == ["image"]

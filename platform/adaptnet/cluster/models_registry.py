@@ -101,8 +101,11 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        version = mlflow.create_model_version(name, source=f"models:/{model_id}", run_id=run.info.run_id,
-                                              model_id=model_id, tags={"adaptnet.trial": trial.name})
+        # the artifact location, not models:/<id>: the registry store would resolve that through the global
+        # tracking URI instead of this client's
+        version = mlflow.create_model_version(name, source=mlflow.get_logged_model(model_id).artifact_location,
+                                              run_id=run.info.run_id, model_id=model_id,
+                                              tags={"adaptnet.trial": trial.name})
         mlflow.set_registered_model_alias(name, alias, version.version)
         aliases[alias] = version.version
     if aliases:
