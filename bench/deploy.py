@@ -105,7 +105,7 @@ def msdnet_bench(checkpoint: Path, work: Path, count: int):
     loaded = mlflow.pyfunc.load_model(str(model_dir))
     runner = loaded.unwrap_python_model().runner
     frame = pd.DataFrame({"image": images})
-    x = batch(images, runner.bundle["input_size"], runner.bundle["mean"], runner.bundle["std"])
+    x = batch(images, runner.prepare)
     body = {b: json.dumps({"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(i).decode()] for i in images]},
                            "params": {"budget": b}}).encode() for b in budgets}
     server = Server(model_dir)

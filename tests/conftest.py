@@ -169,3 +169,26 @@ def mlflow_server(tmp_path, moto_server, port_factory):
     yield server
     if server.proc.poll() is None:
         server.stop()
+
+
+IMAGENET_SAMPLE = REPO.parent / "shared" / "data" / "imagenet-sample-1000.tar"
+
+
+@pytest.fixture(scope="session")
+def imagenet_tree(tmp_path_factory) -> Path:
+    """An ImageFolder of the 1,000 real ImageNet JPEGs (one per class, mixed sizes, some greyscale): the same
+    files (symlinks) as train/<wnid>/ and val/<wnid>/."""
+    import tarfile
+
+    if not IMAGENET_SAMPLE.exists():
+        pytest.skip("the ImageNet sample is not next to the checkout (../shared/data)")
+    root = tmp_path_factory.mktemp("imagenet")
+    with tarfile.open(IMAGENET_SAMPLE) as tar:
+        tar.extractall(root / "raw", filter="data")
+    tree = root / "tree"
+    for image in sorted((root / "raw").rglob("*.JPEG")):
+        wnid = image.name.split("_", 1)[0]
+        for split in ("train", "val"):
+            (tree / split / wnid).mkdir(parents=True, exist_ok=True)
+            (tree / split / wnid / image.name).symlink_to(image)
+    return tree

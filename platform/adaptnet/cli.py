@@ -32,6 +32,11 @@ def _train(args) -> int:
     from .loop import load_config, run, stage_configs
 
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from .loop.plan import plan_lines
+
+        print("\n".join(plan_lines(cfg, args.workers or 1, on_ray=args.workers is not None)))
+        return 0
     if args.workers is None:
         for result in run(cfg):
             print(f"run directory: {result.run_dir}")
@@ -42,10 +47,26 @@ def _train(args) -> int:
     options = ClusterOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                              gpus_per_worker=args.gpus_per_worker, address=args.address, storage=args.storage,
                              max_failures=args.max_failures, experiment=args.experiment)
+    result = None
     for stage in stage_configs(cfg):
-        result = train_on_ray(stage, options)
+        result = train_on_ray(stage, options, handoff=result.checkpoint if result else None)
         print(f"{stage.name}: checkpoint {result.checkpoint.path if result.checkpoint else '-'}")
         print(format_output_table(result.metrics or {}))
+    return 0
+
+
+def _data(args) -> int:
+    from .data import inspect_dataset
+
+    if args.data_command == "inspect":
+        info = inspect_dataset(args.spec, sample=args.sample)
+        print(info.to_json() if args.json else info.summary())
+        return 0
+    from .data.shards import write_shards
+
+    index = write_shards(args.src, args.dst, args.shard_size)
+    counts = ", ".join(f"{split} {table['count']}" for split, table in index["splits"].items())
+    print(f"{args.dst}: {len(index['shards'])} shards, {len(index['classes'])} classes ({counts}) + index.json")
     return 0
 
 
@@ -116,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run from a YAML config or preset")
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
+    t.add_argument("--dry-run", action="store_true", help="validate, inspect the dataset, print the plan; write nothing")
     ray_args = t.add_argument_group("on a Ray cluster (Ray Train; given --workers)")
     ray_args.add_argument("--workers", type=_positive_int, help="Ray Train workers (DDP); omit to train in this process")
     ray_args.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -125,6 +147,16 @@ def parser() -> argparse.ArgumentParser:
     ray_args.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     ray_args.add_argument("--experiment", default="adaptnet", help="MLflow experiment")
     sub.add_parser("presets", help="list the shipped run configs")
+    d = sub.add_parser("data", help="dataset tools: inspect a spec, write tar shards")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("inspect", help="classes, counts per split, image sizes (a few headers, no decode)")
+    di.add_argument("spec")
+    di.add_argument("--sample", type=_positive_int, default=64, help="image headers read per split")
+    di.add_argument("--json", action="store_true")
+    ds = dsub.add_parser("shard", help="ImageFolder → WebDataset-style tar shards + index.json (folder or s3://)")
+    ds.add_argument("src")
+    ds.add_argument("dst")
+    ds.add_argument("--shard-size", type=_positive_int, default=1000, help="images per shard")
     e = sub.add_parser("evaluate", help="anytime and budgeted evaluation of checkpoints (held-out thresholds)")
     e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
     e.add_argument("--budgets", type=lambda s: [float(b) for b in s.split(",")], default=[],
@@ -158,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "presets":
             print("\n".join(preset_names()))
             return 0
-        return {"costs": _costs, "train": _train, "evaluate": _evaluate, "export": _export}[args.command](args)
+        return {"costs": _costs, "train": _train, "evaluate": _evaluate, "data": _data, "export": _export}[args.command](args)
     except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"adaptnet: error: {err}", file=sys.stderr)
         return 2

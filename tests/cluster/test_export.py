@@ -52,11 +52,9 @@ def jpegs_of(checkpoint):
     found.sort(key=lambda item: item[0])
     from adaptnet.deploy.preprocess import decode
 
-    chosen = []
-    for image in data.test.images:  # the subset is a sorted seeded pick: walk both in order
-        while not torch.equal(decode(found[0][1]), image):
-            found.pop(0)
-        chosen.append(found.pop(0)[1])
+    chosen = [found[i][1] for i in data.test.indices.tolist()]
+    for data_bytes, i in zip(chosen, data.test.indices.tolist()):  # the same pixels as the dataset's cache
+        assert torch.equal(decode(data_bytes), data.test.images[i])
     return chosen, data
 
 
@@ -200,9 +198,26 @@ def test_exported_adn_subnetwork_is_the_static_network_and_predicts_as_the_super
     assert sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))) \
         == card["params"]
     _, _, supernet = load_checkpoint_model(checkpoint, "cpu")
-    x = batch(images, 32, *[t.flatten().div(255).tolist() for t in (data.test.mean, data.test.std)])
-    assert torch.allclose(x, next(iter(data.test))[0][: len(x)], atol=1e-5) or len(x) > data.test.batch_size
+    from adaptnet.deploy.preprocess import transform
+
+    mean, std = [t.flatten().div(255).tolist() for t in (data.test.mean, data.test.std)]
+    x = batch(images, transform("cifar", None, 32, mean, std))
+    assert torch.allclose(x, torch.cat([b for b, _ in data.test]), atol=1e-5)  # the run's own preprocessing
     with torch.no_grad():
         expected = supernet(x, skip=(True, False, True)).argmax(1).tolist()
     out = mlflow.pyfunc.load_model(str(model_dir)).predict(pd.DataFrame({"image": images}))
     assert out["class"].tolist() == expected and set(out["macs"]) == {card["macs"]}
+
+
+def test_latency_objectives_are_measured_per_image_for_every_deployable_output(runs):
+    from adaptnet.deploy.latency import latency_metrics
+
+    _, msd, adn = runs
+    costs = [e["macs"] for e in json.loads((msd.parents[1] / "costs.json").read_text())["exits"]]
+    found = latency_metrics(msd, (costs[0] / 2, costs[1]), batch_sizes=(1, 8), device="cpu", single_images=4,
+                            repeats=1)
+    assert set(found) == {f"final/latency_ms_{n}_b{b}" for n in ("full", "budget2") for b in (1, 8)}  # budget1: too low
+    assert all(v > 0 for v in found.values())
+    found = latency_metrics(adn, batch_sizes=(1, 8), device="cpu", single_images=4, repeats=1)
+    assert set(found) == {f"final/latency_ms_{n}_b{b}" for n in ("super", "base") for b in (1, 8)}
+    assert all(v > 0 for v in found.values())

@@ -7,6 +7,7 @@ from PIL import Image
 
 from adaptnet.data import DataError, load_splits
 from adaptnet.data.loader import CIFAR10_CLASSES
+from adaptnet.data.sources import s3_cache_path
 
 
 def test_real_cifar10_has_the_standard_counts_and_label_order(cifar10_spec):
@@ -63,7 +64,7 @@ def test_s3_archive_is_downloaded_once_and_decoded(tmp_path, moto_server):
     cache = tmp_path / "cache"
     splits = load_splits("s3://datasets/mirror/tiny.tar.gz", cache)
     assert splits["train"].images.shape == (6, 3, 8, 8)
-    assert (cache / "s3" / "datasets" / "mirror" / "tiny.tar.gz").read_bytes() == archive.read_bytes()
+    assert s3_cache_path(cache, "datasets", "mirror/tiny.tar.gz").read_bytes() == archive.read_bytes()
     with pytest.raises(DataError, match=r"^data\.dataset: cannot fetch 's3://datasets/missing.tar.gz'"):
         load_splits("s3://datasets/missing.tar.gz", cache)
 

@@ -110,8 +110,11 @@ def save_model_dir(bundle: dict, out: Path, mlflow_model=None) -> Path:
 
 def export(checkpoint: str, out: str, budgets: list[float] | None, skip: str | None, device: str = "cpu") -> Path:
     """`adaptnet export`: every check runs before anything is written."""
+    import os
+
     from .sweep import git_commit
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's output, not a notebook's
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise DeployError(f"--out: {out!r} exists and is not an empty folder")

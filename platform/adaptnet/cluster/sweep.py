@@ -340,17 +340,21 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .train import absolute_paths, worker_loop
+    from .train import absolute_paths, trainer_data, worker_loop
 
     storage_path, filesystem = storage_target(ctx.storage)
     stages = _stages_with_offsets(cfg)
+    result = None
     for index, (stage, offset) in enumerate(stages):
         last = index == len(stages) - 1
-        TorchTrainer(
+        data_kwargs, data_config = trainer_data(stage)
+        result = TorchTrainer(
             worker_loop,
+            **data_kwargs,
             train_loop_config={"run": absolute_paths(stage).model_dump(), "tracking_uri": ctx.tracking_uri,
                                "mlflow_run_id": run_id, "threads": max(1, int(ctx.cpus_per_worker)),
-                               "step_offset": offset, "final_budgets": list(ctx.budgets) if last else None},
+                               "step_offset": offset, "final_budgets": list(ctx.budgets) if last else None,
+                               "handoff": result.checkpoint if result else None, **data_config},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=ctx.workers, use_gpu=ctx.gpus_per_worker > 0,
                 resources_per_worker={"CPU": ctx.cpus_per_worker,

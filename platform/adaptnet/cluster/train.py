@@ -22,6 +22,7 @@ from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
 
 CHECKPOINT_FILE = "checkpoint.pt"
+SELECTED_FILE = "selected.pt"    # in a run's final checkpoint: the held-out-best one, which a later stage starts from
 TRACKING_FILE = "tracking.json"  # {"mlflow_run_id": ..., "pending": [unsent epochs]}
 
 
@@ -51,24 +52,49 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return RunConfig.model_validate(tree)
 
 
-def train_on_ray(cfg: RunConfig, options: ClusterOptions):
-    """Runs one training on Ray Train and returns its `ray.train.Result`."""
+def batch_params(cfg: RunConfig, workers: int) -> dict:
+    """What MLflow records of the batch: the global batch (train.batch_size) and each worker's share."""
+    return {"cluster.workers": workers, "train.global_batch_size": cfg.train.batch_size,
+            "train.per_worker_batch_size": cfg.train.batch_size // workers}
+
+
+def trainer_data(cfg: RunConfig) -> tuple[dict, dict]:
+    """(TorchTrainer keyword arguments, train_loop_config entries) for the run's data: Ray Data datasets
+    built here on the driver when the loader is `ray`, nothing otherwise (workers load data themselves)."""
+    from ..data import choose_loader
+
+    if choose_loader(cfg.data, on_ray=True) != "ray":
+        return {}, {}
+    from .ray_data import build_datasets, data_config
+
+    datasets, meta = build_datasets(cfg)
+    return {"datasets": datasets, "dataset_config": data_config()}, {"ray_data": meta}
+
+
+def train_on_ray(cfg: RunConfig, options: ClusterOptions, handoff=None):
+    """Runs one training on Ray Train and returns its `ray.train.Result`. `handoff`: the previous stage's
+    result checkpoint, whose selected checkpoint this stage starts from (fetched from storage by the workers)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from ..loop.config import micro_batch
+
     cfg = absolute_paths(cfg)
+    micro_batch(cfg, options.workers)  # the global batch must divide over the workers: fail before Ray starts
     storage_path, filesystem = storage_target(options.storage)
     tracking_uri = resolve_tracking_uri(options.tracking_uri)
     run_id = find_or_create_run(tracking_uri, options.experiment, run_key=f"{storage_path}/{cfg.name}",
-                                run_name=cfg.name, params={**flatten(cfg.model_dump()), "cluster.workers": options.workers},
+                                run_name=cfg.name, params={**flatten(cfg.model_dump()), **batch_params(cfg, options.workers)},
                                 tags={"adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name})
     if not ray.is_initialized():
         ray.init(address=options.address or "local", runtime_env=runtime_env())
+    data_kwargs, data_config = trainer_data(cfg)
     trainer = TorchTrainer(
         worker_loop,
+        **data_kwargs,
         train_loop_config={"run": cfg.model_dump(), "tracking_uri": tracking_uri, "mlflow_run_id": run_id,
-                           "threads": max(1, int(options.cpus_per_worker))},
+                           "threads": max(1, int(options.cpus_per_worker)), "handoff": handoff, **data_config},
         scaling_config=ray.train.ScalingConfig(
             num_workers=options.workers, use_gpu=options.gpus_per_worker > 0,
             resources_per_worker={"CPU": options.cpus_per_worker,
@@ -103,6 +129,8 @@ def worker_loop(config: dict) -> None:
     torch.set_num_threads(cfg.train.threads or config["threads"])
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    if config.get("handoff") is not None:
+        cfg = fetch_handoff(cfg, config["handoff"])
     state, tracking = restore(ray.train.get_checkpoint())
     run_id = tracking.get("mlflow_run_id") or config["mlflow_run_id"]
 
@@ -117,13 +145,33 @@ def worker_loop(config: dict) -> None:
         return reduced.cpu()
 
     logger = EpochLogger(config["tracking_uri"], run_id, tracking.get("pending")) if rank == 0 else None
+    device = ray.train.torch.get_device()
+    make_data = None
+    if config.get("ray_data"):
+        from .ray_data import worker_data
+
+        make_data = worker_data(config["ray_data"], rank, world_size, device)
     dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum,
-                       resume_state=lambda _: state, device=ray.train.torch.get_device())
-    fit(cfg, [EpochReporter(rank, logger, run_id, config.get("step_offset"))], dist)
+                       resume_state=lambda _: state, device=device, make_data=make_data)
+    fit(cfg, [EpochReporter(rank, logger, run_id, config.get("step_offset"), cfg)], dist)
     if logger is not None:
         finish_tracking(logger, config["tracking_uri"], run_id, cfg)
     if config.get("final_budgets") is not None:
         report_final(cfg, config["tracking_uri"], run_id, config["final_budgets"], rank)
+
+
+def fetch_handoff(cfg: RunConfig, checkpoint) -> RunConfig:
+    """The previous stage's selected checkpoint, fetched from storage into this node's run directory, as the
+    config's stage-1 checkpoint and split source (never a path on another node)."""
+    local = cfg.run_dir / "handoff" / SELECTED_FILE
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with checkpoint.as_directory() as folder:
+            shutil.copyfile(Path(folder) / SELECTED_FILE, local.with_suffix(".part"))
+        local.with_suffix(".part").replace(local)
+    tree = cfg.model_dump()
+    tree["imta"]["stage1_checkpoint"] = tree["data"]["split_from"] = str(local)
+    return RunConfig.model_validate(tree)
 
 
 def report_final(cfg: RunConfig, tracking_uri: str, run_id: str, budgets: list[float], rank: int) -> None:
@@ -170,8 +218,9 @@ class EpochReporter:
     """End of every epoch: the MLflow batch (rank 0), then `ray.train.report` on every rank with rank 0's
     checkpoint, the MLflow run id and the epochs MLflow has not received yet."""
 
-    def __init__(self, rank: int, logger: EpochLogger | None, run_id: str, step_offset: int | None = None):
-        self.rank, self.logger, self.run_id, self.step_offset = rank, logger, run_id, step_offset
+    def __init__(self, rank: int, logger: EpochLogger | None, run_id: str, step_offset: int | None = None,
+                 cfg: RunConfig | None = None):
+        self.rank, self.logger, self.run_id, self.step_offset, self.cfg = rank, logger, run_id, step_offset, cfg
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint_path: Path | None) -> None:
         import ray.train
@@ -187,6 +236,10 @@ class EpochReporter:
         self.logger.flush()
         with tempfile.TemporaryDirectory() as folder:
             shutil.copyfile(checkpoint_path, Path(folder) / CHECKPOINT_FILE)
+            if self.cfg is not None and metrics["epoch"] == self.cfg.train.epochs:  # the last: what a later stage needs
+                from ..loop.trainer import best_checkpoint
+
+                shutil.copyfile(best_checkpoint(self.cfg.run_dir), Path(folder) / SELECTED_FILE)
             tracking = {"mlflow_run_id": self.run_id, "pending": self.logger.pending}
             (Path(folder) / TRACKING_FILE).write_text(json.dumps(tracking))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

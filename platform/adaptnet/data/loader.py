@@ -3,12 +3,15 @@
 Shuffling and augmentation draw from a generator seeded by (seed, epoch), so an epoch's batches are
 the same whether training ran straight through or resumed from a checkpoint. With `world_size > 1`
 every rank sees a disjoint, equally long shard of the epoch's permutation (as DistributedSampler).
+A split is a list of indices into the cached tensor: batches gather from it, the split is never copied.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+from .streaming import epoch_generator, epoch_order
 
 NORMALIZATION = {
     "cifar10": ((0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)),
@@ -40,7 +43,8 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
 
 
 class TensorBatches:
-    """Iterates (float images normalised, labels) over a uint8 image tensor, batch by batch."""
+    """Iterates (float images normalised, labels) over a uint8 image tensor (the rows `indices`, default all),
+    batch by batch."""
 
     def __init__(
         self,
@@ -57,8 +61,12 @@ class TensorBatches:
         world_size: int = 1,
         padding: int = 4,
         device: torch.device | str = "cpu",
+        indices: torch.Tensor | None = None,
+        repeats: int = 1,
     ):
         self.images, self.labels = images, labels
+        self.indices = torch.arange(len(labels)) if indices is None else indices
+        self.repeats = repeats
         self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.padding = seed, rank, world_size, padding
         self.device = torch.device(device)
@@ -69,21 +77,14 @@ class TensorBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _indices(self, generator: torch.Generator) -> torch.Tensor:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        per_rank = math.ceil(n / self.world_size)
-        if self.world_size > 1:  # pad by wrapping so every rank gets the same number of samples
-            order = torch.cat([order, order[: per_rank * self.world_size - n]])
-        return order[self.rank :: self.world_size]
-
     def __len__(self) -> int:
-        per_rank = math.ceil(len(self.labels) / self.world_size)
+        per_rank = math.ceil(len(self.indices) / self.world_size)
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = self._indices(generator)
+        generator = epoch_generator(self.seed, self.epoch)
+        order = self.indices[epoch_order(len(self.indices), generator, self.shuffle, self.rank, self.world_size,
+                                         self.repeats)]
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx]

@@ -1,4 +1,5 @@
-"""Dataset specs → decoded uint8 image tensors, cached once per source.
+"""The memory source: dataset specs → decoded uint8 image tensors, cached once per source (small same-size
+sets such as CIFAR; everything else streams, see catalog.py and streaming.py).
 
 A spec is one of:
   * `cifar10` / `cifar100`         torchvision's copy, downloaded into the cache root
@@ -8,28 +9,27 @@ A spec is one of:
     from the standard AWS environment variables, e.g. AWS_ENDPOINT_URL)
 
 Decoding happens once: each split becomes `images` (N×3×H×W uint8) + `labels` in a `.pt` file under
-the cache root, keyed by the source's identity (path, size, mtime / S3 ETag).
+the cache root, keyed by the source's identity (path, size, mtime / S3 ETag), and is memory-mapped when read
+(pages are shared by every process on the node and loaded on first touch).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+from .catalog import ARCHIVE_SUFFIXES, default_cache_root
+from .decode import decode_rgb
+from .errors import DataError
+from .readers import IMAGE_SUFFIXES
+
 TEST_SPLIT_NAMES = ("test", "val")
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used; the message is one line naming the spec."""
 
 
 @dataclass
@@ -42,17 +42,13 @@ class ImageTensors:
         return len(self.labels)
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("ADAPTNET_CACHE", Path.home() / ".cache" / "adaptnet"))
-
-
 def load_splits(spec: str, cache_root: str | Path | None = None) -> dict[str, ImageTensors]:
     """Returns {"train": ..., "test": ...} for a dataset spec, decoding only on the first call."""
     cache = Path(cache_root) if cache_root else default_cache_root()
     name = spec.lower()
     if name in ("cifar10", "cifar100"):
         return _torchvision_cifar(name, cache)
-    local = _fetch_s3(spec, cache) if spec.startswith("s3://") else Path(spec).expanduser()
+    local = fetch_s3(spec, cache) if spec.startswith("s3://") else Path(spec).expanduser()
     if not local.exists():
         raise DataError(f"data.dataset: {spec!r} does not exist (expected cifar10, cifar100, an ImageFolder "
                         f"folder or .tar.gz, local or s3://)")
@@ -72,7 +68,7 @@ def load_splits(spec: str, cache_root: str | Path | None = None) -> dict[str, Im
 
 
 def _read_cache(path: Path) -> dict[str, ImageTensors]:
-    raw = torch.load(path, weights_only=True)
+    raw = torch.load(path, weights_only=True, mmap=True)
     return {split: ImageTensors(**fields) for split, fields in raw.items()}
 
 
@@ -88,6 +84,8 @@ def _split_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
     if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
         return None
     split, cls = parts[-3], parts[-2]
+    if any(part in ("..", "") for part in parts) or parts[0] == "/":  # never trust an archive's member names
+        return None
     if split == "train":
         return "train", cls
     if split in TEST_SPLIT_NAMES:
@@ -100,35 +98,31 @@ def _stack(spec: str, found: dict[str, list[tuple[str, bytes]]]) -> dict[str, Im
     if missing:
         raise DataError(f"data.dataset: {spec!r} has no images under a {'/'.join(missing)} split "
                         f"(expected train/<class>/*.jpg and test/<class>/*.jpg)")
-    classes = sorted({cls for items in found.values() for cls, _ in items})
+    classes = sorted({cls for items in found.values() for cls, _, _ in items})
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for split, items in found.items():
         images, labels = [], []
-        for cls, data in items:
-            try:
-                with Image.open(io.BytesIO(data)) as img:
-                    pixels = np.array(img.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as err:
-                raise DataError(f"data.dataset: {spec!r} holds an image that cannot be decoded ({err})") from None
+        for cls, data, name in items:
+            pixels = np.array(decode_rgb(data, f"{spec!r} member {name}"))
             images.append(torch.from_numpy(pixels).permute(2, 0, 1))
             labels.append(index[cls])
         sizes = {tuple(i.shape) for i in images}
         if len(sizes) != 1:
             raise DataError(f"data.dataset: {spec!r} {split} images differ in size ({len(sizes)} sizes); "
-                            "the decoded-tensor cache needs one size")
+                            "the decoded-tensor cache needs one size: use data.loader: torch (streaming)")
         splits[split] = ImageTensors(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes)
     return splits
 
 
 def _decode_archive(path: Path, spec: str) -> dict[str, ImageTensors]:
-    found: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+    found: dict[str, list[tuple[str, bytes, str]]] = {"train": [], "test": []}
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
                 where = _split_of(tuple(Path(member.name).parts)) if member.isfile() else None
                 if where:
-                    found[where[0]].append((where[1], tar.extractfile(member).read()))
+                    found[where[0]].append((where[1], tar.extractfile(member).read(), member.name))
     except (tarfile.TarError, OSError, EOFError) as err:
         reason = str(err).splitlines()[0].rstrip(":")
         raise DataError(f"data.dataset: cannot read archive {spec!r}: {reason}") from None
@@ -138,11 +132,11 @@ def _decode_archive(path: Path, spec: str) -> dict[str, ImageTensors]:
 
 
 def _decode_folder(root: Path, spec: str) -> dict[str, ImageTensors]:
-    found: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
+    found: dict[str, list[tuple[str, bytes, str]]] = {"train": [], "test": []}
     for path in sorted(root.rglob("*")):
         where = _split_of(path.relative_to(root).parts) if path.is_file() else None
         if where:
-            found[where[0]].append((where[1], path.read_bytes()))
+            found[where[0]].append((where[1], path.read_bytes(), str(path.relative_to(root))))
     return _stack(spec, found)
 
 
@@ -165,18 +159,27 @@ def _torchvision_cifar(name: str, cache: Path) -> dict[str, ImageTensors]:
     return splits
 
 
-def _fetch_s3(uri: str, cache: Path) -> Path:
+def s3_cache_path(cache: Path, bucket: str, key: str) -> Path:
+    """Where s3://bucket/key is kept: a hash of the URI plus a sanitised file name, so no key (`../x`,
+    `/etc/x`) can point outside the cache."""
+    digest = hashlib.sha1(f"{bucket}/{key}".encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", key.rsplit("/", 1)[-1]).lstrip(".") or "object"
+    return cache / "s3" / digest / name
+
+
+def fetch_s3(uri: str, cache: Path) -> Path:
     """Downloads s3://bucket/key into the cache unless the cached copy has the same ETag."""
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from .readers import s3_client
 
     bucket, _, key = uri[len("s3://"):].partition("/")
     if not bucket or not key:
         raise DataError(f"data.dataset: {uri!r} is not of the form s3://bucket/key")
-    target = cache / "s3" / bucket / key
+    target = s3_cache_path(cache, bucket, key)
     etag_file = target.with_name(target.name + ".etag")
     try:
-        s3 = boto3.client("s3")
+        s3 = s3_client()
         etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
         if target.exists() and etag_file.exists() and etag_file.read_text() == etag:
             return target

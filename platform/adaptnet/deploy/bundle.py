@@ -11,15 +11,21 @@ from ..metrics.adaptive import OperatingPoint, anytime_accuracy, calibrate, choo
 from ..metrics.costs import exit_costs, subnet_costs
 from ..models import SkippableDepthNet, model_entry
 from . import DeployError
-from .preprocess import batch
+from .preprocess import batch, transform
 from .subnet import extract_subnet, parse_skip
 
 BUNDLE_VERSION = 1
 
 
 def _normalization(data) -> tuple[list[float], list[float]]:
-    """The run's mean/std (TensorBatches keeps them scaled by 255)."""
-    return (data.test.mean.flatten() / 255).tolist(), (data.test.std.flatten() / 255).tolist()
+    """The run's mean/std: in-memory batches keep them scaled by 255, streaming ones in their transform."""
+    if hasattr(data.test, "mean"):
+        return (data.test.mean.flatten() / 255).tolist(), (data.test.std.flatten() / 255).tolist()
+    from torchvision.transforms import v2
+
+    steps = data.test.loader.dataset.transform.transforms
+    normalize = next(t for t in steps if isinstance(t, v2.Normalize))
+    return list(normalize.mean), list(normalize.std)
 
 
 def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, skip: str | None = None,
@@ -40,12 +46,12 @@ def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, ski
     if data.holdout is None:
         raise DeployError(f"data.holdout: {str(checkpoint)!r} was trained without a held-out split (holdout=0), "
                           "so there is nothing to calibrate on")
-    size = data.test.images.shape[-1]
+    size = data.image_size
     mean, std = _normalization(data)
     card = {"run": cfg.name, "model": cfg.model.name, "technique": cfg.technique, "dataset": cfg.data.dataset,
             "classes": data.classes, "input_size": size, "checkpoint": str(checkpoint), **(extra_card or {})}
     common = {"version": BUNDLE_VERSION, "config": cfg.model_dump(), "classes": data.classes, "mean": mean, "std": std,
-              "input_size": size}
+              "input_size": size, "transform": data.transform}
     if adn:
         flags = parse_skip(skip, model.num_stages)
         report = subnet_report(cfg, data, model, [])
@@ -99,6 +105,8 @@ class Runner:
             model = extract_subnet(model, parse_skip(bundle["skip"], model.num_stages))
         model.load_state_dict(bundle["state"])
         self.model = model.to(self.device).eval()
+        self.prepare = transform(bundle["transform"], cfg.data.augment, bundle["input_size"], bundle["mean"],
+                                 bundle["std"])
         if self.kind == "early_exit":
             self.points = [OperatingPoint(**p) for p in bundle["points"]]
             self.exit_macs = bundle["exit_macs"]
@@ -116,7 +124,7 @@ class Runner:
     def predict(self, images: list[bytes], budget: float | None = None) -> dict[str, list]:
         if self.kind == "early_exit":
             point = self.point(budget)  # checked before any decoding
-        x = batch(images, self.bundle["input_size"], self.bundle["mean"], self.bundle["std"]).to(self.device)
+        x = batch(images, self.prepare).to(self.device)
         if self.kind == "subnet":
             classes = self.model(x).argmax(dim=1).tolist()
             exits, macs = [1] * len(classes), [float(self.macs)] * len(classes)

@@ -60,7 +60,7 @@ def latency_metrics(checkpoint, budgets=(), batch_sizes=(1, 64), device: str = "
     if isinstance(model, SkippableDepthNet):
         runs = {name: extract_subnet(model, (flag,) * model.num_stages) for name, flag in (("super", False), ("base", True))}
     else:
-        costs = [c.macs for c in exit_costs(model, images.shape[-1])]
+        costs = [c.macs for c in exit_costs(model, data.image_size)]
         points = calibrate(*collect_probs(model, data.holdout), costs)
         runs = {"full": model}
         for i, budget in enumerate(budgets, 1):

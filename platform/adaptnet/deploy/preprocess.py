@@ -1,6 +1,7 @@
 """Encoded images (JPEG/PNG bytes) → the normalised batch a checkpoint's network expects, with torchvision
-transforms.v2: decode as the dataset cache does (PIL, RGB), resize the short side and centre-crop to the
-input size (a no-op for images already that size), scale to [0, 1], normalise with the run's mean/std."""
+transforms.v2: decode as the dataset cache does (PIL, RGB), then the run's own evaluation transform
+(`adaptnet.data.transforms.eval_transform`: ImageNet-style resize + centre crop); CIFAR-style runs, whose
+evaluation transform has no resize, get a resize + centre crop to their side (a no-op at that size)."""
 from __future__ import annotations
 
 import io
@@ -23,13 +24,16 @@ def decode(data: bytes, index: int = 0) -> torch.Tensor:
         raise DeployError(f"image: row {index} is not a decodable image ({reason})") from None
 
 
-def transform(input_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    return v2.Compose([v2.Resize(input_size, antialias=True), v2.CenterCrop(input_size),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+def transform(kind: str, augment, input_size: int, mean, std) -> v2.Compose:
+    from ..data.transforms import eval_transform
+
+    run_eval = eval_transform(kind, augment, list(mean), list(std))
+    if kind != "cifar":
+        return run_eval
+    return v2.Compose([v2.Resize(input_size, antialias=True), v2.CenterCrop(input_size), run_eval])
 
 
-def batch(images: list[bytes], input_size: int, mean, std) -> torch.Tensor:
+def batch(images: list[bytes], prepare: v2.Compose) -> torch.Tensor:
     if not len(images):
         raise DeployError("image: the request holds no images")
-    prepare = transform(input_size, mean, std)
     return torch.stack([prepare(decode(data, i)) for i, data in enumerate(images)])

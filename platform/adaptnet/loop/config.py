@@ -39,8 +39,42 @@ class ModelConfig(Strict):
         return name
 
 
+class AugmentConfig(Strict):
+    """Per-image transforms of the streaming loaders (data/transforms.py); defaults: the ImageNet reference."""
+
+    train_crop: PositiveInt = Field(224, description="RandomResizedCrop size (ADN v2 recipe: 176)")
+    eval_resize: PositiveInt = Field(256, description="evaluation Resize (ADN v2 recipe: 232)")
+    eval_crop: PositiveInt = Field(224, description="evaluation CenterCrop")
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
+    random_erasing: float = Field(0.0, ge=0, le=1, description="RandomErasing probability (0: off)")
+    repeated_augment: PositiveInt = Field(1, description="repeated-augmentation sampler: each image k times per "
+                                          "epoch across ranks (ViT/Swin/v2 recipes: 4)")
+
+    @field_validator("eval_crop")
+    @classmethod
+    def _crop_fits(cls, crop: int, info) -> int:
+        resize = info.data.get("eval_resize")
+        if resize is not None and crop > resize:
+            raise ValueError(f"must not exceed data.augment.eval_resize ({resize}), got {crop}")
+        return crop
+
+
 class DataConfig(Strict):
-    dataset: str = Field(description="cifar10 | cifar100 | ImageFolder folder or .tar.gz, local or s3://")
+    dataset: str = Field(description="cifar10 | cifar100 | ImageFolder folder or .tar(.gz) | folder of shards "
+                         "with index.json; local or s3://")
+    loader: Literal["auto", "memory", "torch", "ray"] = Field(
+        "auto", description="memory: decoded-tensor cache (small same-size sets); torch: streaming DataLoader; "
+        "ray: streaming Ray Data (runs on Ray); auto: memory for small same-size sets, else torch (ray on Ray)")
+    transform: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="cifar: pad-4 crop + flip; imagenet: RandomResizedCrop + flip, Resize + CenterCrop; "
+        "auto: cifar for 32×32 images, else imagenet")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    workers: int = Field(4, ge=0, description="streaming decode processes per rank (torch loader; 0: in-process)")
+    prefetch: PositiveInt = Field(2, description="batches each decode process prepares ahead")
+    bad_images: Literal["skip", "fail"] = Field(
+        "skip", description="an undecodable image in a streaming run: skip it (counted, one stderr line) or fail")
+    memory_limit_gb: float = Field(8.0, gt=0, description="auto picks memory only below this decoded size")
     cache_dir: str | None = None
     holdout: int = Field(5000, ge=0, description="training images held out for model selection and thresholds")
     holdout_seed: int = 0
@@ -76,13 +110,17 @@ class OptimConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: PositiveInt
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt = 500
+    batch_size: PositiveInt = Field(64, description="GLOBAL batch per optimizer step, as the papers state it; "
+                                    "each of W workers takes batch_size / W")
+    accumulate_steps: PositiveInt = Field(1, description="micro-batches per optimizer step (per-worker batch / "
+                                          "accumulate_steps at a time); the lr is used as written")
+    eval_batch_size: PositiveInt = Field(500, description="per process")
     exit_weights: Union[Literal["equal", "linear"], list[NonNegativeFloat]] = Field(
         "equal", description="equal (the papers' baseline), linear (k/K), or one weight per exit")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="mixed precision when on CUDA; ignored on CPU")
+    amp: bool = Field(False, description="mixed precision when on CUDA (ignored on CPU); presets state it: "
+                      "MSDNet/IMTA official runs are fp32, ADN per its recipe table")
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none")
     channels_last: bool = Field(False, description="NHWC memory format for model and batches (faster convs on GPUs)")
@@ -224,3 +262,15 @@ def check_against_model(cfg: RunConfig) -> None:
     weights = cfg.train.exit_weights
     if isinstance(weights, list) and len(weights) != model.num_exits:
         raise ConfigError(f"train.exit_weights: {cfg.model.name} has {model.num_exits} exits, got {len(weights)} weights")
+
+
+def micro_batch(cfg: RunConfig, world_size: int) -> int:
+    """Images one worker takes per forward pass: global batch / workers / accumulation steps, exactly."""
+    t = cfg.train
+    if t.batch_size % world_size:
+        raise ConfigError(f"train.batch_size: the global batch {t.batch_size} does not divide over {world_size} workers")
+    per_worker = t.batch_size // world_size
+    if per_worker % t.accumulate_steps:
+        raise ConfigError(f"train.accumulate_steps: {t.accumulate_steps} does not divide the per-worker batch "
+                          f"{per_worker} (train.batch_size {t.batch_size} / {world_size} workers)")
+    return per_worker // t.accumulate_steps

@@ -24,7 +24,8 @@ def load_checkpoint_model(path: str | Path, device: str = "auto"):
     cfg = RunConfig.model_validate(saved["config"])
     dev = pick_device(device)
     data = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
-                        saved_split=saved["split"], device=dev)
+                        saved_split=saved["split"], device=dev,
+                        loader="torch" if cfg.data.loader == "ray" else None)  # one process: no Ray Data
     model, _ = build_training(cfg, data.num_classes, load_pretrained=False)
     model.load_state_dict(saved["model"])
     return cfg, data, model.to(dev).eval()
@@ -69,7 +70,7 @@ def operating_points(val_probs, val_labels, test_probs, test_labels, costs: list
 
 
 def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float], predictions: bool = False) -> dict:
-    costs = [c.macs for c in exit_costs(model, data.test.images.shape[-1])]
+    costs = [c.macs for c in exit_costs(model, data.image_size)]
     val_probs, val_labels = collect_probs(model, data.holdout)
     test_probs, test_labels = collect_probs(model, data.test)
     curve = budgeted_curve(val_probs, test_probs, test_labels, costs)
@@ -92,7 +93,7 @@ def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budg
     """Every one of the 2^S sub-networks on held-out and test data; the front and the per-budget choice are
     made on the held-out split and reported on test."""
     convention = model_entry(cfg.model.name).cost_convention
-    costs = {c.skip: c for c in subnet_costs(model, data.test.images.shape[-1], convention)}
+    costs = {c.skip: c for c in subnet_costs(model, data.image_size, convention)}
     configs = model.skip_configs()
 
     def every_subnet(images):

@@ -19,7 +19,9 @@ from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, micro_batch
+
+LOG_EVERY = 50  # steps between progress-bar updates: the only host syncs inside an epoch
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Distributed:
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
     resume_state: Callable[[RunConfig], dict | None] = lambda cfg: local_resume_state(cfg)
     device: torch.device | None = None  # None: from train.device; Ray gives each worker its own GPU
+    make_data: Callable[..., Prepared] | None = None  # None: prepare_data; Ray Data runs bring their own
 
     @property
     def is_main(self) -> bool:
@@ -136,16 +139,19 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     resume = dist.resume_state(cfg)
 
     # Data: the held-out split is fixed once (or taken from an earlier stage) and reused on resume.
-    data: Prepared = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
-                                  saved_split=resume["split"] if resume else _split_from(cfg),
-                                  rank=dist.rank, world_size=dist.world_size, device=device)
+    # train.batch_size is the global batch: each rank takes its share, in accumulate_steps micro-batches.
+    accumulate = cfg.train.accumulate_steps
+    data: Prepared = (dist.make_data or prepare_data)(
+        cfg.data, micro_batch(cfg, dist.world_size), cfg.train.eval_batch_size, cfg.train.seed,
+        saved_split=resume["split"] if resume else _split_from(cfg), rank=dist.rank, world_size=dist.world_size,
+        device=device)
 
     # Model, task, optimizer (trainable parameters only), schedule.
     torch.manual_seed(cfg.train.seed)
     model, task = build_training(cfg, data.num_classes, load_pretrained=resume is None)
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, model)
-    steps_per_epoch = len(data.train)
+    steps_per_epoch = math.ceil(len(data.train) / accumulate)  # optimizer steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     start_epoch = 0
@@ -159,7 +165,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
 
     def backward(loss: torch.Tensor) -> None:
         with torch.autocast(device.type, enabled=False):  # backward reuses the forward's autocast dtypes
-            scaler.scale(loss).backward()
+            scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
 
     history = []
     if dist.is_main:
@@ -172,31 +178,35 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     for epoch in range(start_epoch, cfg.train.epochs):
         data.train.set_epoch(epoch)
         trained.train()
+        # Sums stay on the device (no host sync per step); they are all-reduced once at the epoch's end.
         sums: dict[str, torch.Tensor] = {}
-        seen = torch.zeros((), dtype=torch.float64)
-        correct: dict[str, float] = {}
+        correct: dict[str, torch.Tensor] = {}
+        seen = 0
         started = time.perf_counter()
         bar = tqdm(data.train, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=None if cfg.train.progress and dist.is_main else True)  # None: off when not a TTY
-        for images, labels in bar:
-            optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
+        for step, (images, labels) in enumerate(bar):
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = task(trained, images.contiguous(memory_format=memory_format), labels, backward)
-            scaler.step(optimizer)  # one step after all of the task's backward passes
-            scaler.update()
-            scheduler.step()
+            if (step + 1) % accumulate == 0 or step + 1 == len(data.train):
+                scaler.step(optimizer)  # one step after all of the task's backward passes (and micro-batches)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
 
             n = len(labels)
             seen += n
             for name, value in out.losses.items():
-                sums[name] = sums.get(name, torch.zeros((), dtype=torch.float64)) + float(value.detach()) * n
+                sums[name] = sums.get(name, 0) + value.detach().double() * n
             for name, logits in out.outputs.items():
-                correct[name] = correct.get(name, 0.0) + float((logits.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{sum(float(v.detach()) for v in out.losses.values()):.3f}")
+                correct[name] = correct.get(name, 0) + (logits.argmax(1) == labels).sum()
+            if not bar.disable and step % LOG_EVERY == 0:
+                bar.set_postfix(loss=f"{sum(float(v.detach()) for v in out.losses.values()):.3f}")
 
         # Per-exit train metrics, summed over ranks; held-out and test evaluation on the main process.
-        local = torch.cat([torch.stack(list(sums.values())), torch.tensor(list(correct.values()), dtype=torch.float64),
-                           seen[None]])
+        local = torch.cat([torch.stack(list(sums.values())).double(), torch.stack(list(correct.values())).double(),
+                           torch.tensor([seen], dtype=torch.float64, device=device)])
         totals = dist.all_reduce_sum(local).tolist()
         n_total = totals[-1]
         elapsed = time.perf_counter() - started
@@ -206,6 +216,8 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         metrics.update({f"train/{name}": v / n_total for name, v in zip(sums, totals)})
         metrics["train/loss"] = sum(totals[: len(sums)]) / n_total
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
+        if getattr(data.train, "skipped", 0):
+            metrics["data/skipped_images"] = data.train.skipped
         if dist.is_main:
             for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
                 if batches is None:
@@ -272,5 +284,5 @@ def _read_history(run_dir: Path, start_epoch: int) -> list[dict]:
 
 def _write_costs(model: nn.Module, cfg: RunConfig, data: Prepared, run_dir: Path) -> None:
     convention = model_entry(cfg.model.name).cost_convention
-    report = costs_report(cfg.model.name, model, data.test.images.shape[-1], convention)
+    report = costs_report(cfg.model.name, model, data.image_size, convention)
     (run_dir / "costs.json").write_text(json.dumps(report))

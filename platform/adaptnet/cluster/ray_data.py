@@ -1,0 +1,131 @@
+"""The Ray Data source (`data.loader: ray`): datasets built on the driver, decoded and transformed in Ray Data
+tasks (which may run on CPU-only nodes), read in each Train worker through `get_dataset_shard`.
+
+The driver lists the files and draws the held-out split on that listing exactly as the DataLoader source does
+(`adaptnet.data.make_split`), so both see the same images. Only `train` is split across workers
+(`streaming_split(equal=True)` through Ray Train's DataConfig: equal row counts, so no rank stalls the others'
+all-reduce); held-out and test reach every worker whole and rank 0 evaluates them. Each epoch is a new
+execution of the plan, and `random_shuffle(seed)` reseeds per execution: a new order every epoch. Ray's
+parallel tasks make that order, and which rank gets which rows, not bit-reproducible (the DataLoader source is).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import torch
+
+from ..data import DataError, Prepared, eval_indices, make_split, streaming_plan
+from ..data.decode import decode_rgb
+from ..data.transforms import eval_size, eval_transform, train_transform
+
+TRAIN, HOLDOUT, TEST = "train", "holdout", "test"
+
+
+class DecodeTransform:
+    """Ray Data batch function: rows of (id, label, ref) → (image, label, id); undecodable images dropped
+    (one line in the task's log each) or, with bad_images="fail", the run fails naming the file."""
+
+    def __init__(self, reader, transform, bad_images: str):
+        self.reader, self.transform, self.bad_images = reader, transform, bad_images
+
+    def __call__(self, batch: dict) -> dict:
+        images, labels, ids = [], [], []
+        for ref, label, sample in zip(batch["ref"], batch["label"], batch["id"]):
+            ref = json.loads(ref)
+            ref = tuple(ref) if isinstance(ref, list) else ref
+            try:
+                image = decode_rgb(self.reader.read(ref), str(ref))
+            except DataError as err:
+                if self.bad_images == "fail":
+                    raise
+                sys.stderr.write(f"skipped: {err}\n")
+                continue
+            images.append(self.transform(image).numpy())
+            labels.append(int(label))
+            ids.append(int(sample))
+        if not images:
+            return {"image": np.zeros((0, 3, 1, 1), np.float32), "label": np.zeros(0, np.int64), "id": np.zeros(0, np.int64)}
+        return {"image": np.stack(images), "label": np.array(labels), "id": np.array(ids)}
+
+
+def build_datasets(cfg) -> tuple[dict, dict]:
+    """(Ray datasets train/holdout/test, what every worker needs to know about them) for one run config."""
+    import ray.data
+
+    d = cfg.data
+    reader, listing, kind, mean, std, side = streaming_plan(d)
+    split = make_split(listing.count("train"), d, None)
+    train_tf, eval_tf = train_transform(kind, d.augment, mean, std, side), eval_transform(kind, d.augment, mean, std)
+
+    def dataset(split_name: str, idx: torch.Tensor, transform, train_mode: bool):
+        refs, labels = listing.splits[split_name]
+        rows = [{"id": i, "label": int(labels[i]), "ref": json.dumps(refs[i])} for i in idx.tolist()]
+        ds = ray.data.from_items(rows)
+        if train_mode:
+            if d.augment.repeated_augment > 1:  # each image k times, the copies spread over ranks by the shuffle
+                k = d.augment.repeated_augment
+                ds = ds.flat_map(lambda row: [row] * k).random_shuffle(seed=cfg.train.seed).limit(len(rows))
+            else:
+                ds = ds.random_shuffle(seed=cfg.train.seed)  # reseeded per execution: every epoch a new order
+        return ds.map_batches(DecodeTransform(reader, transform, d.bad_images), batch_size=64)
+
+    datasets = {TRAIN: dataset("train", split["train"], train_tf, True),
+                TEST: dataset("test", eval_indices(listing.count("test"), d), eval_tf, False)}
+    holdout_tf = train_tf if d.holdout_transform == "train" else eval_tf
+    if len(split["holdout"]):
+        datasets[HOLDOUT] = dataset("train", split["holdout"], holdout_tf, False)
+    meta = {"split": split, "classes": listing.classes, "image_size": eval_size(kind, d.augment, side),
+            "transform": kind, "counts": {TRAIN: len(split["train"]), HOLDOUT: len(split["holdout"]),
+                                          TEST: len(eval_indices(listing.count("test"), d))}}
+    return datasets, meta
+
+
+class RayBatches:
+    """A worker's batches of one Ray dataset (its train shard, or a whole evaluation split)."""
+
+    def __init__(self, iterator, rows: int, batch_size: int, device, with_ids: bool = False):
+        self.iterator, self.rows, self.batch_size, self.device, self.with_ids = iterator, rows, batch_size, device, with_ids
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to do: every pass over the iterator is a new, reshuffled execution."""
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def __iter__(self):
+        for batch in self.iterator.iter_torch_batches(batch_size=self.batch_size, device=self.device,
+                                                      prefetch_batches=2):
+            images, labels = batch["image"], batch["label"]
+            yield (images, labels, batch["id"]) if self.with_ids else (images, labels)
+
+
+def worker_data(meta: dict, rank: int, world_size: int, device, with_ids: bool = False):
+    """The loop's `make_data` in a Train worker: the same Prepared as prepare_data, from the dataset shards."""
+    import ray.train
+
+    def make_data(data_cfg, batch_size, eval_batch_size, seed, saved_split=None, **_):
+        if saved_split is not None and not all(torch.equal(torch.as_tensor(saved_split[k]), torch.as_tensor(meta["split"][k]))
+                                               for k in ("train", "holdout")):
+            raise DataError("data.holdout: the run's saved split differs from the split the driver drew")
+        counts = meta["counts"]
+
+        def batches(name: str, bs: int, rows: int):
+            return RayBatches(ray.train.get_dataset_shard(name), rows, bs, device, with_ids)
+
+        return Prepared(
+            train=batches(TRAIN, batch_size, counts[TRAIN] // world_size),  # equal split: the remainder is dropped
+            holdout=batches(HOLDOUT, eval_batch_size, counts[HOLDOUT]) if counts[HOLDOUT] else None,
+            test=batches(TEST, eval_batch_size, counts[TEST]), classes=meta["classes"], split=meta["split"],
+            image_size=meta["image_size"], loader="ray", transform=meta["transform"])
+
+    return make_data
+
+
+def data_config():
+    """Only `train` is split across workers; evaluation splits reach every worker whole."""
+    import ray.train
+
+    return ray.train.DataConfig(datasets_to_split=[TRAIN])

@@ -1,0 +1,205 @@
+"""Readers: one per storage format (as timm's `data/readers`), each listing a dataset's samples and
+returning any sample's encoded bytes by reference, so loaders can read in any order with bounded memory.
+
+  FolderReader   an ImageFolder tree on local disk: train/<class>/*.jpg and val/ (or test/)
+  S3FolderReader the same tree under s3://bucket/prefix (one listing, then one GET per sample)
+  ShardReader    tar shards plus `index.json` (`adaptnet data shard`), local or s3://; a sample is a byte
+                 range of one shard (seek locally, a ranged GET on S3), so nothing is listed or unpacked
+
+A listing is `{split: (refs, labels)}` with refs in a fixed order (class, then path), so a held-out split
+drawn on indices means the same files in every loader and on every node.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SPLIT_FOLDERS = ("train", "val", "test")  # the evaluation split is val/ when there is one, else test/
+INDEX_FILE = "index.json"
+SHARD_FORMAT = "adaptnet-shards/1"
+
+
+@dataclass
+class Listing:
+    classes: list[str]
+    splits: dict[str, tuple[list, np.ndarray]]   # split → (refs, int64 labels)
+
+    def count(self, split: str) -> int:
+        return len(self.splits[split][1])
+
+
+def split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    """('train', 'cat', 'x.jpg') → ('train', 'cat'); None for anything that is not an image in a split folder."""
+    if len(parts) != 3 or not parts[-1].lower().endswith(IMAGE_SUFFIXES) or parts[0] not in SPLIT_FOLDERS:
+        return None
+    return parts[0], parts[1]
+
+
+def listing_from_paths(spec: str, found: dict[str, list[tuple[str, str]]], class_folders: set[str]) -> Listing:
+    """(split folder → [(class, ref)]) → a Listing; every class folder must hold training images."""
+    found = {"train": found.get("train", []), "test": found.get("val") or found.get("test", [])}
+    missing = [s for s in ("train", "test") if not found[s]]
+    if missing:
+        raise DataError(f"data.dataset: {spec!r} has no images under a {'/'.join(missing)} split "
+                        f"(expected train/<class>/*.jpg and val/<class>/*.jpg or test/<class>/*.jpg)")
+    classes = sorted({cls for cls, _ in found["train"]})
+    empty = sorted(class_folders - set(classes))
+    if empty:
+        raise DataError(f"data.dataset: {spec!r} class folder train/{empty[0]} has no images"
+                        + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
+    unknown = sorted({cls for cls, _ in found["test"]} - set(classes))
+    if unknown:
+        raise DataError(f"data.dataset: {spec!r} evaluation class {unknown[0]!r} has no training images")
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for split in ("train", "test"):
+        items = sorted(found[split], key=lambda item: (index[item[0]], item[1]))
+        splits[split] = ([ref for _, ref in items], np.array([index[c] for c, _ in items], dtype=np.int64))
+    return Listing(classes, splits)
+
+
+class FolderReader:
+    def __init__(self, root: Path, spec: str):
+        self.root, self.spec = root, spec
+
+    def listing(self) -> Listing:
+        found: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLIT_FOLDERS}
+        class_folders: set[str] = set()
+        for split_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name in SPLIT_FOLDERS):
+            for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+                if split_dir.name == "train":
+                    class_folders.add(class_dir.name)
+                for entry in os.scandir(class_dir):
+                    where = split_and_class((split_dir.name, class_dir.name, entry.name))
+                    if where and entry.is_file():
+                        found[where[0]].append((where[1], f"{split_dir.name}/{class_dir.name}/{entry.name}"))
+        return listing_from_paths(self.spec, found, class_folders)
+
+    def read(self, ref: str) -> bytes:
+        return (self.root / ref).read_bytes()
+
+
+def s3_client():
+    """A boto3 client for this process (endpoint and keys from the standard AWS_* variables)."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def parse_s3(uri: str, field: str = "data.dataset") -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise DataError(f"{field}: {uri!r} is not of the form s3://bucket/prefix")
+    return bucket, key.strip("/")
+
+
+class _S3Base:
+    """Holds bucket and prefix; the client is made lazily per process (loader workers are new processes)."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.bucket, self.prefix = parse_s3(uri)
+        self._client, self._pid = None, None
+
+    @property
+    def client(self):
+        if self._client is None or self._pid != os.getpid():
+            self._client, self._pid = s3_client(), os.getpid()
+        return self._client
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None, "_pid": None}
+
+    def _key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def get(self, relative: str, byte_range: tuple[int, int] | None = None) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"Range": f"bytes={byte_range[0]}-{byte_range[0] + byte_range[1] - 1}"} if byte_range else {}
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(relative), **extra)["Body"].read()
+        except (BotoCoreError, ClientError) as err:
+            raise DataError(f"data.dataset: cannot read s3://{self.bucket}/{self._key(relative)}: {err}") from None
+
+
+class S3FolderReader(_S3Base):
+    def listing(self) -> Listing:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: dict[str, list[tuple[str, str]]] = {name: [] for name in SPLIT_FOLDERS}
+        class_folders: set[str] = set()
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                for obj in page.get("Contents", []):
+                    relative = obj["Key"][len(start):]
+                    parts = PurePosixPath(relative).parts
+                    if len(parts) == 3 and parts[0] == "train":
+                        class_folders.add(parts[1])
+                    where = split_and_class(parts)
+                    if where:
+                        found[where[0]].append((where[1], relative))
+        except (BotoCoreError, ClientError) as err:
+            raise DataError(f"data.dataset: cannot list {self.uri!r}: {err}") from None
+        return listing_from_paths(self.uri, found, class_folders)
+
+    def read(self, ref: str) -> bytes:
+        return self.get(ref)
+
+
+class ShardReader:
+    """Tar shards with an index: `index.json` (classes, shards, per-split counts and sample tables)."""
+
+    def __init__(self, location: str, spec: str):
+        self.spec = spec
+        self.s3 = _S3Base(location) if location.startswith("s3://") else None
+        self.root = None if self.s3 else Path(location)
+        self._files: dict[int, object] = {}
+        raw = self._read_file(INDEX_FILE)
+        try:
+            self.index = json.loads(raw)
+            assert self.index.get("format") == SHARD_FORMAT
+        except (ValueError, AssertionError):
+            raise DataError(f"data.dataset: {spec!r} {INDEX_FILE} is not an adaptnet shard index") from None
+
+    def _read_file(self, name: str) -> bytes:
+        if self.s3:
+            return self.s3.get(name)
+        try:
+            return (self.root / name).read_bytes()
+        except OSError as err:
+            raise DataError(f"data.dataset: {self.spec!r} cannot read {name}: {err.strerror}") from None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_files": {}}
+
+    def listing(self) -> Listing:
+        splits = {}
+        for split in ("train", "test"):
+            table = self.index["splits"].get(split)
+            if not table:
+                raise DataError(f"data.dataset: {self.spec!r} index has no {split} split")
+            samples = np.asarray(table["samples"], dtype=np.int64).reshape(-1, 4)  # shard, offset, size, label
+            splits[split] = ([tuple(int(v) for v in row[:3]) for row in samples], samples[:, 3].copy())
+        return Listing(list(self.index["classes"]), splits)
+
+    def read(self, ref: tuple[int, int, int]) -> bytes:
+        shard, offset, size = ref
+        name = self.index["shards"][shard]
+        if self.s3:
+            return self.s3.get(name, (offset, size))
+        handle = self._files.get(shard)
+        if handle is None:  # one open file per shard and process; pread needs no shared position
+            handle = self._files[shard] = os.open(self.root / name, os.O_RDONLY)
+        data = os.pread(handle, size, offset)
+        if len(data) != size:
+            raise DataError(f"data.dataset: {self.spec!r} shard {name} is shorter than its index says")
+        return data

@@ -1,0 +1,50 @@
+"""Per-image transforms of the streaming loaders, from torchvision `transforms.v2`, as the reference code:
+
+  imagenet  train RandomResizedCrop(train_crop) + horizontal flip [+ RandAugment / TrivialAugmentWide]
+            [+ RandomErasing]; eval Resize(eval_resize) + CenterCrop(eval_crop) (MSDNet/IMTA and ADN: 224 /
+            256 → 224; ADN v2: 176 / 232 → 224); interpolation bilinear or bicubic per recipe
+  cifar     train RandomCrop(32, padding 4) + horizontal flip; eval nothing (IMTA brief §5.1)
+
+Both end with ToDtype(float32, scale) + Normalize. (The in-memory CIFAR path crops whole uint8 batches at once
+with its own generator, see loader.py, which v2 cannot do per sample; the result is the same transform.)
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+def _finish(mean, std) -> list:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.Compose:
+    interpolation = INTERPOLATION[augment.interpolation]
+    if kind == "cifar":
+        steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
+    else:
+        steps = [v2.RandomResizedCrop(augment.train_crop, interpolation=interpolation, antialias=True),
+                 v2.RandomHorizontalFlip()]
+    if augment.auto_augment == "randaugment":
+        steps.append(v2.RandAugment(interpolation=interpolation))
+    elif augment.auto_augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+    steps += _finish(mean, std)
+    if augment.random_erasing > 0:
+        steps.append(v2.RandomErasing(p=augment.random_erasing, value=0))
+    return v2.Compose(steps)
+
+
+def eval_transform(kind: str, augment, mean, std) -> v2.Compose:
+    if kind == "cifar":
+        return v2.Compose(_finish(mean, std))
+    interpolation = INTERPOLATION[augment.interpolation]
+    return v2.Compose([v2.Resize(augment.eval_resize, interpolation=interpolation, antialias=True),
+                       v2.CenterCrop(augment.eval_crop), *_finish(mean, std)])
+
+
+def eval_size(kind: str, augment, image_size: int) -> int:
+    """The side of the images the model sees at evaluation (and for its cost)."""
+    return image_size if kind == "cifar" else augment.eval_crop

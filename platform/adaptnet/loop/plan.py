@@ -1,0 +1,71 @@
+"""`adaptnet train CONFIG --dry-run`: everything checked, the dataset inspected (listing and a few image
+headers, no decode), nothing written; the plan printed: data and loader, transforms, global / per-worker
+batch, steps, the lr schedule in epochs, AMP and the model's per-exit or per-sub-network costs."""
+from __future__ import annotations
+
+import math
+
+from ..data import _side, choose_loader, inspect_dataset, transform_kind
+from ..data.transforms import eval_size
+from ..metrics.costs import costs_report
+from ..models import model_entry
+from .build import build_training
+from .config import RunConfig, micro_batch
+from .pipeline import stage_configs
+
+
+def _transforms(cfg: RunConfig, kind: str, loader: str) -> str:
+    a = cfg.data.augment
+    if kind == "cifar":
+        return "train RandomCrop(32, padding 4) + flip; eval none" + (" (batched, memory loader)" if loader == "memory" else "")
+    extra = {"none": "", "randaugment": " + RandAugment", "trivialaugment": " + TrivialAugmentWide"}[a.auto_augment]
+    erasing = f" + RandomErasing({a.random_erasing})" if a.random_erasing else ""
+    repeats = f"; repeated augmentation ×{a.repeated_augment}" if a.repeated_augment > 1 else ""
+    return (f"train RandomResizedCrop({a.train_crop}, {a.interpolation}) + flip{extra}{erasing}; "
+            f"eval Resize({a.eval_resize}) + CenterCrop({a.eval_crop}){repeats}")
+
+
+def _schedule(cfg: RunConfig) -> str:
+    o, epochs = cfg.optim, cfg.train.epochs
+    warmup = f"linear warm-up {o.warmup_epochs:g} epochs from ×{o.warmup_factor:g}, then " if o.warmup_epochs else ""
+    if o.schedule == "cosine":
+        return f"{o.name} lr {o.lr:g}: {warmup}cosine to 0 over {epochs} epochs"
+    drops = ", ".join(str(round(m * epochs)) for m in o.milestones)
+    return f"{o.name} lr {o.lr:g}: {warmup}×{o.gamma:g} at epochs {drops}"
+
+
+def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False) -> list[str]:
+    info = inspect_dataset(cfg.data.dataset, cfg.data.cache_dir)
+    loader = choose_loader(cfg.data, on_ray=on_ray, info=info)
+    side = _side(info)
+    kind = "cifar" if loader == "memory" else transform_kind(cfg.data, info)
+    n_train = info.counts["train"]
+    if not 0 <= cfg.data.holdout < n_train:
+        from .config import ConfigError
+
+        raise ConfigError(f"data.holdout: must be in [0, {n_train}) for {n_train} training images, got {cfg.data.holdout}")
+    train_images = min(n_train - cfg.data.holdout, cfg.data.train_subset or n_train)
+    lines = [info.summary(), f"held-out: {cfg.data.holdout} training images (seed {cfg.data.holdout_seed}); "
+             f"training on {train_images}",
+             f"loader: {loader}" + (f" ({cfg.data.workers} decode processes per rank, prefetch {cfg.data.prefetch})"
+                                    if loader == "torch" else ""),
+             f"transforms ({kind}): {_transforms(cfg, kind, loader)}; normalization {cfg.data.normalization}"]
+    for stage in stage_configs(cfg):
+        t = stage.train
+        micro = micro_batch(stage, workers)
+        per_rank = math.ceil(train_images / workers)
+        steps = math.ceil(math.ceil(per_rank / micro) / t.accumulate_steps)
+        amp = f"on ({t.amp_dtype}, CUDA only)" if t.amp else "off (fp32)"
+        lines += [f"[{stage.name}] {stage.technique}, {stage.model.name}: {t.epochs} epochs",
+                  f"  batch: global {t.batch_size} = {workers} workers × {t.batch_size // workers}"
+                  + (f" ({t.accumulate_steps} micro-batches of {micro})" if t.accumulate_steps > 1 else ""),
+                  f"  steps: {steps} per epoch, {steps * t.epochs} in total",
+                  f"  schedule: {_schedule(stage)}; weight decay {stage.optim.weight_decay:g}", f"  AMP: {amp}"]
+    model, _ = build_training(stage_configs(cfg)[0], len(info.classes) or model_entry(cfg.model.name).num_classes,
+                              load_pretrained=False)
+    size = eval_size(kind, cfg.data.augment, side)
+    report = costs_report(cfg.model.name, model, size, model_entry(cfg.model.name).cost_convention)
+    rows = report.get("exits") or report["configs"]
+    key = "exit" if "exits" in report else "skip"
+    lines.append(f"costs at {size}×{size} (MMACs): " + ", ".join(f"{r[key]} {r['macs'] / 1e6:.1f}" for r in rows))
+    return lines
