@@ -81,7 +81,9 @@ def _assert_models_logged_and_registered(spec, result, children, expected_aliase
     assert set(registered.aliases) == set(expected_aliases)
     for alias, trials in expected_aliases.items():
         version = tracker.get_model_version_by_alias(name, alias)
-        assert version.model_id in {model_of[t.trial_id] for t in trials}
+        assert version.tags[MODEL_TAG] in {model_of[t.trial_id] for t in trials}
+        logged = tracker.get_logged_model(version.tags[MODEL_TAG])
+        assert version.source == logged.artifact_location and version.run_id == logged.source_run_id
     version = tracker.get_model_version_by_alias(name, sorted(expected_aliases)[0])
     local = mlflow_artifacts.download_artifacts(tracker.get_model_version_download_uri(name, version.version),
                                                tracking_uri=spec.tracking_uri)

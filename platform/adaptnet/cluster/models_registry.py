@@ -102,10 +102,10 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         # the artifact location, not models:/<id>: the registry store would resolve that through the global
-        # tracking URI instead of this client's
+        # tracking URI instead of this client's (and the SQL store keeps no model_id: the tag says which)
         version = mlflow.create_model_version(name, source=mlflow.get_logged_model(model_id).artifact_location,
                                               run_id=run.info.run_id, model_id=model_id,
-                                              tags={"adaptnet.trial": trial.name})
+                                              tags={"adaptnet.trial": trial.name, MODEL_TAG: model_id})
         mlflow.set_registered_model_alias(name, alias, version.version)
         aliases[alias] = version.version
     if aliases:
