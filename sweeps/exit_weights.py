@@ -22,6 +22,20 @@ def flags(p):
     p.add_argument("--scheme", choices=["free", "power"], default="free",
                    help="free: one weight per exit; power: w_k ∝ (k/K)^p")
     p.add_argument("--search-ge", action="store_true", help="also search GE off / coarsest / all")
+    p.add_argument("--objective", choices=["score", "latency"], default="score",
+                   help="latency: NSGA-II of the held-out score against the measured early-exit latency per image at "
+                        "the middle budget on the trial's device (first of --latency-batches)")
+
+
+def objectives(args):
+    from adaptnet.cluster.sweep import SCORE, Objective
+    from adaptnet.cluster.sweep_cli import SweepArgumentError
+
+    if args.objective == "score":
+        return None
+    if not args.latency_batches:
+        raise SweepArgumentError("--latency-batches: --objective latency needs batch sizes, e.g. 1,64")
+    return (Objective(SCORE, "max"), Objective(f"final/latency_ms_budget2_b{args.latency_batches[0]}", "min"))
 
 
 def space(args, base):
@@ -33,4 +47,5 @@ def space(args, base):
 
 
 if __name__ == "__main__":
-    sys.exit(search_main(__doc__, PRESETS, "smoke", space, extra_flags=flags, budgets=cost_budgets))
+    sys.exit(search_main(__doc__, PRESETS, "smoke", space, extra_flags=flags, budgets=cost_budgets,
+                         objectives=objectives))

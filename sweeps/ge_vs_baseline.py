@@ -50,6 +50,7 @@ def run(args) -> int:
     from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
 
     from adaptnet.cluster.tracking import client
+    from adaptnet.cluster.views import log_comparison
     from adaptnet.metrics.stats import comparison_rows, row_notes, table_csv_rows, table_markdown, table_text, verdict
 
     preset = PRESETS[args.preset]
@@ -130,6 +131,7 @@ def run(args) -> int:
     markdown = f"{budget_note}\n\n{table_markdown(rows)}\n\n" + "".join(f"{n}\n" for n in notes) + f"\n{closing}\n"
     log_sweep_summary(where["tracking_uri"], result, extra_files={
         "comparison.md": markdown, "comparison.csv": csv_text(table_csv_rows(rows))})
+    log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms)
     client(where["tracking_uri"]).set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
     print(f"\nMLflow parent run {parent_id} (experiment {where['experiment']})")
     print(mlflow_ui_hint(where["tracking_uri"]))

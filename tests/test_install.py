@@ -17,7 +17,8 @@ def test_platform_folder_does_not_shadow_the_stdlib():
 
 
 def test_models_losses_and_loop_do_not_import_ray_or_mlflow():
-    code = ("import sys, adaptnet, adaptnet.loop, adaptnet.techniques, adaptnet.metrics, adaptnet.data, adaptnet.cli; "
+    code = ("import sys, adaptnet, adaptnet.loop, adaptnet.techniques, adaptnet.metrics, adaptnet.data, adaptnet.cli, "
+            "adaptnet.deploy.bundle, adaptnet.deploy.subnet, adaptnet.deploy.preprocess; "
             "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

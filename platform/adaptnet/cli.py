@@ -101,7 +101,11 @@ def _evaluate(args) -> int:
         saved_config(path)
     if args.plot_dir and Path(args.plot_dir).exists() and not Path(args.plot_dir).is_dir():
         raise ValueError(f"--plot-dir: {args.plot_dir!r} exists and is not a folder")
-    results = [evaluate_checkpoint(path, args.budgets, args.device) for path in args.checkpoints]
+    results = [evaluate_checkpoint(path, args.budgets, args.device, bool(args.predictions)) for path in args.checkpoints]
+    if args.predictions:
+        from .loop.evaluate import write_predictions
+
+        write_predictions(results, args.predictions)
     if args.plot_dir:
         from .metrics.plots import plot_runs
 
@@ -134,6 +138,13 @@ def _print_subnets(result: dict) -> None:
         choice = entry["choice"]
         print(f"  at {entry['budget'] / 1e6:.2f} MMACs: " +
               ("no sub-network fits" if choice is None else f"{choice['skip']} ({choice['test_top1']:.2f}% test)"))
+
+
+def _export(args) -> int:
+    from .cluster.export import export
+
+    print(f"model: {export(args.checkpoint, args.out, args.budget, args.skip, args.device)}")
+    return 0
 
 
 def format_output_table(metrics: dict) -> str:
@@ -249,6 +260,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--plot-dir", help="write anytime.png and budgeted.png here, all checkpoints overlaid")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--json", action="store_true")
+    e.add_argument("--predictions", metavar="CSV", help="write each test image's class and exit at every budget")
+    x = sub.add_parser("export", help="an MLflow pyfunc model: early exit at a budget, or one ADN sub-network")
+    x.add_argument("checkpoint", metavar="CHECKPOINT")
+    what = x.add_mutually_exclusive_group(required=True)
+    what.add_argument("--budget", type=lambda s: [float(b) for b in s.split(",")],
+                      help="multi-exit nets: MACs per image, comma-separated; the first is a request's default")
+    what.add_argument("--skip", help="ADN nets: the sub-network, one letter per stage (T = skipped), e.g. TTFF")
+    x.add_argument("--out", required=True, help="the model folder to create (must not exist or be empty)")
+    x.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     return p
 
 
@@ -266,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "presets":
             print("\n".join(preset_names()))
             return 0
-        return {"costs": _costs, "train": _train, "evaluate": _evaluate, "data": _data}[args.command](args)
+        return {"costs": _costs, "train": _train, "evaluate": _evaluate, "data": _data, "export": _export}[args.command](args)
     except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"adaptnet: error: {one_line(err)}", file=sys.stderr)
         return 2

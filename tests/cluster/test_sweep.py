@@ -1,4 +1,5 @@
 """Ray Tune sweeps on a real local Ray cluster with real CIFAR-10 subsets and MLflow (sqlite)."""
+import json
 import os
 import re
 import signal
@@ -61,6 +62,46 @@ def test_optuna_sweep_runs_four_trials_at_once_with_one_child_run_each(tmp_path,
     assert result.best().metrics[SCORE] == max(t.metrics[SCORE] for t in result.trials)
     history = client(spec.tracking_uri).get_metric_history(children[0].info.run_id, "epoch")
     assert sorted(m.step for m in history) == [1, 2]
+    _assert_models_logged_and_registered(spec, result, children, {"best": [result.best()]})
+
+
+def _assert_models_logged_and_registered(spec, result, children, expected_aliases):
+    """Every trial's selected checkpoint is a LoggedModel with signature and model card, output of its child
+    run; the best trial(s) are versions of the sweep's registered model under aliases."""
+    import mlflow.artifacts as mlflow_artifacts
+    import mlflow.pyfunc
+    from mlflow.entities import LoggedModelStatus
+
+    from adaptnet.cluster.models_registry import MODEL_TAG, registered_name
+
+    tracker = client(spec.tracking_uri)
+    finished = {t.trial_id for t in result.finished()}
+    model_of = {r.data.tags["adaptnet.trial_id"]: r.data.tags[MODEL_TAG] for r in children
+                if r.data.tags["adaptnet.trial_id"] in finished}
+    assert set(model_of) == finished
+    for run in children:
+        if run.data.tags["adaptnet.trial_id"] in finished:
+            logged = tracker.get_logged_model(run.data.tags[MODEL_TAG])
+            assert logged.source_run_id == run.info.run_id and logged.status == LoggedModelStatus.READY
+            assert logged.params["git_commit"] and logged.params["dataset"] == spec.base["data"]["dataset"]
+            keys = {m.key for m in logged.metrics}
+            assert any(k.startswith("model/macs_") for k in keys) and any(k.startswith("model/test_top1_") for k in keys)
+            assert [o.model_id for o in tracker.get_run(run.info.run_id).outputs.model_outputs] == [logged.model_id]
+    name = registered_name(result.name)
+    registered = tracker.get_registered_model(name)
+    assert set(registered.aliases) == set(expected_aliases)
+    for alias, trials in expected_aliases.items():
+        version = tracker.get_model_version_by_alias(name, alias)
+        assert version.tags[MODEL_TAG] in {model_of[t.trial_id] for t in trials}
+        logged = tracker.get_logged_model(version.tags[MODEL_TAG])
+        assert version.source == logged.artifact_location and version.run_id == logged.source_run_id
+    version = tracker.get_model_version_by_alias(name, sorted(expected_aliases)[0])
+    local = mlflow_artifacts.download_artifacts(tracker.get_model_version_download_uri(name, version.version),
+                                               tracking_uri=spec.tracking_uri)
+    model = mlflow.pyfunc.load_model(local)
+    assert model.metadata.signature.inputs.input_names() == ["image"]
+    card = json.loads((Path(local) / "artifacts" / "model_card.json").read_text())
+    assert card["git_commit"] and card["dataset"] == spec.base["data"]["dataset"] and card["classes"]
 
 
 def test_asha_stops_a_poor_multi_worker_trial_and_leaves_no_placement_group(tmp_path, cifar10_spec, ray_cluster):
@@ -101,6 +142,12 @@ def test_multi_objective_adn_sweep_has_a_pareto_front_of_sub_path_choices(tmp_pa
         assert t.metrics["final/budget2_macs"] <= 130e6  # ResNet-56's super-net (125.5M) always fits
         assert t.metrics.get("final/budget1_macs", 0) <= 70e6  # absent when not even the base-net fits
         assert len(t.config["model"]["args"]["n_mandatory"]) == 3
+    children = child_runs(spec.tracking_uri, result.parent_run_id)
+    last = objectives[-1].metric
+    ordered = sorted(front, key=lambda t: t.metrics[last])
+    _assert_models_logged_and_registered(spec, result, children, {f"pareto{i}": [t for t in ordered
+                                                                             if t.metrics[last] == ordered[i - 1].metrics[last]]
+                                                                  for i in range(1, len(front) + 1)})
 
 
 def test_bad_sweep_values_fail_in_one_line_before_any_cluster_work(tmp_path, cifar10_spec):

@@ -84,7 +84,8 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
     if any(series.values()):
         plot_series(series, f"{result.name}: best {len(series)} trials", folder / "accuracy_vs_cost.png")
     if len(result.objectives) > 1:
-        front = trial_rows(result.pareto_front(), [o.metric for o in result.objectives])
+        costs = [k for k in summary_columns(result) if k.startswith(("final/macs_", "final/latency_ms_"))]
+        front = trial_rows(result.pareto_front(), list(dict.fromkeys([o.metric for o in result.objectives] + costs)))
         write_csv(front, folder / "pareto_front.csv")
         (folder / "pareto_front.md").write_text(markdown(front))
     for name, text in dict(extra_files).items():

@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..deploy.latency import latency_metrics
 from ..loop import ConfigError, RunConfig, build_config, stage_configs
 from ..loop.config import safe_name
 from .spaces import Space, config_overrides, sample
 from .storage import storage_target
+from .models_registry import log_trial_model, register_sweep_models
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten, resolve_tracking_uri, retry_until, search_exact
 from .stage_share import StageShare, broker, repeated_stage_keys, reuse_line, run_stages
 from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
+from .views import sweep_params, system_metrics
 
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
 PARENT_TAG = "mlflow.parentRunId"
@@ -73,6 +76,7 @@ class SweepSpec:
     tags: dict[str, str] = field(default_factory=dict)
     scratch: str | None = None                   # where trials keep their run directory on a node (see default_scratch)
     share_stages: bool = True                    # train equal stages of different trials once (stage_share)
+    latency_batches: tuple[int, ...] = ()        # measure final/latency_ms_* at these batch sizes (objectives)
 
     def trial_count(self) -> int:
         return math.prod(len(v) for v in self.grid.values()) if self.grid else self.num_samples
@@ -204,6 +208,7 @@ class TrialContext:
     shared_stages: str | None = None  # where equal stages are published (single-worker trials); None: no sharing
     broker: Any = None                # the stage_share broker actor
     shared_keys: set = field(default_factory=set)  # stage keys that more than one trial trains
+    latency_batches: tuple[int, ...] = ()
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
@@ -235,6 +240,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     try:
         if ctx.workers == 1:
             summary = _train_in_trial(cfg, ctx, run_id)
+            if ctx.latency_batches:  # on this trial's own device
+                summary.update(latency_metrics(_selected_checkpoint(cfg), ctx.budgets, ctx.latency_batches))
+            log_trial_model(ctx.tracking_uri, run_id, _selected_checkpoint(cfg), ctx.budgets, git_commit())
             log_final(ctx.tracking_uri, run_id, cfg, summary)
             tune.report(final_result(summary))
         else:  # rank 0 of the last stage logs and reports the final summary
@@ -272,7 +280,9 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
     logger = EpochLogger(ctx.tracking_uri, run_id, pending)
     share = ctx.shared_stages and StageShare(ctx.shared_stages, storage_target(ctx.storage)[1], ctx.broker,
                                              tune.get_context().get_trial_id(), ctx.shared_keys)
-    counts = run_stages(_stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset), share or None)
+    with system_metrics(ctx.tracking_uri, run_id):
+        counts = run_stages(_stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset),
+                            share or None)
     logger.flush_until(timeout_s=float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
     return {**final_summary(stage_configs(cfg)[-1], ctx.budgets), **counts}
 
@@ -352,6 +362,12 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
         ).fit()
 
 
+def _selected_checkpoint(cfg: RunConfig) -> Path:
+    from ..loop.trainer import best_checkpoint
+
+    return best_checkpoint(stage_configs(cfg)[-1].run_dir)
+
+
 # --- the driver ------------------------------------------------------------------------------------------
 
 def git_commit() -> str:
@@ -370,7 +386,7 @@ def parent_run(spec: SweepSpec, run_key: str, preset: str = "") -> str:
     """The sweep's MLflow parent run (found again by its key on a rerun)."""
     tracking_uri = resolve_tracking_uri(spec.tracking_uri)
     return find_or_create_run(
-        tracking_uri, spec.experiment, run_key=run_key, run_name=spec.name, params=flatten(spec.base),
+        tracking_uri, spec.experiment, run_key=run_key, run_name=spec.name, params=sweep_params(spec),
         tags={SWEEP_TAG: spec.name, "adaptnet.git_commit": git_commit(), "adaptnet.preset": preset,
               "adaptnet.search_space": repr(spec.space) if spec.space else repr(spec.grid)[:5000],
               "adaptnet.objectives": ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives), **spec.tags})
@@ -446,7 +462,8 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     ctx = TrialContext(sweep=spec.name, sweep_key=sweep_key, base=spec.base, arms=spec.arms, tracking_uri=tracking_uri,
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
                        workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
-                       storage=spec.storage, scratch=spec.scratch or default_scratch())
+                       storage=spec.storage, scratch=spec.scratch or default_scratch(),
+                       latency_batches=tuple(spec.latency_batches))
     repeated = repeated_stage_keys([_stages_of(spec, ctx.scratch, p) for p in _grid_params(spec)]) if spec.grid else set()
     if spec.share_stages and spec.workers == 1 and repeated:
         ctx.shared_stages, ctx.broker = f"{storage_path.rstrip('/')}/{spec.name}-stages", broker(spec.name)
@@ -476,6 +493,7 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     reconcile_children(tracking_uri, parent_id, spec.name, result)
     if ctx.broker:
         sys.stdout.write(f"[{spec.name}] {reuse_line(result.trials)}\n")
+    register_sweep_models(tracking_uri, result)
     return result
 
 

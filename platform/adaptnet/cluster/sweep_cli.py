@@ -89,6 +89,10 @@ def _checked(cast, ok, rule: str):
 
 
 _positive = _checked(int, lambda v: v >= 1, "must be at least 1")
+
+
+def _batch_list(text: str) -> tuple[int, ...]:
+    return tuple(_positive(b) for b in text.split(",") if b.strip())
 _positive_float = _checked(float, lambda v: v > 0, "must be positive")
 _non_negative_float = _checked(float, lambda v: v >= 0, "must not be negative")
 
@@ -188,8 +192,11 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
     """A whole search script: flags → validated spec → Ray → Tune sweep → summary printed and logged.
     `make_space(args, base)` builds the space; `budgets(base)` gives the final evaluation's cost budgets."""
     p = parser(description, presets, default)
-    if asha and not objectives:
+    if asha and (not objectives or callable(objectives)):
         p.add_argument("--no-asha", dest="asha", action="store_false", help="no early stopping: every trial runs out")
+    p.add_argument("--latency-batches", type=_batch_list, default=(), metavar="B,B",
+                   help="measure each trial's selected model's latency per image on its own device at these batch "
+                        "sizes, e.g. 1,64 (final/latency_ms_*; see the script's --objective)")
     if extra_flags:
         extra_flags(p)
     args = p.parse_args()
@@ -205,8 +212,11 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
         preflight(args, base, where["tracking_uri"])
         spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
                          space=make_space(args, base), num_samples=args.trials or preset.trials,
-                         objectives=tuple(objectives or (Objective(SCORE, "max"),)), asha=getattr(args, "asha", False),
-                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()), **where)
+                         objectives=tuple((objectives(args) if callable(objectives) else objectives)
+                                          or (Objective(SCORE, "max"),)), asha=getattr(args, "asha", False),
+                         seed=args.seed, budgets=tuple(budgets(base) if budgets else ()),
+                         latency_batches=tuple(args.latency_batches), **where)
+        spec.asha = spec.asha and len(spec.objectives) == 1  # ASHA stops on the score alone
         validate(spec)
         connect(args)
         result = run_sweep(spec, preset=args.preset)

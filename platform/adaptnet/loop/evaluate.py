@@ -1,14 +1,17 @@
 """Anytime and budgeted evaluation of a saved checkpoint (recomputed every time: logits are never cached)."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
+import torch
 
 from ..data import DataError, Prepared, prepare_data
 from ..metrics.costs import exit_costs, skip_string, subnet_costs
 from ..metrics.depth import best_under_budget, pareto_front, residual_ratios
 from ..models import SkippableDepthNet, model_entry
-from ..metrics.adaptive import accuracy_at_budgets, anytime_accuracy, budgeted_curve, collect_probs, curve_area, point_as_dict
+from ..metrics.adaptive import (accuracy_at_budgets, anytime_accuracy, apply_thresholds, budgeted_curve, calibrate,
+                                choose_point, collect_probs, confidences, curve_area, exit_points, point_as_dict)
 from .build import build_training
 from .checkpoint import CheckpointError
 from .config import RunConfig
@@ -33,17 +36,45 @@ def load_checkpoint_model(path: str | Path, device: str = "auto"):
     return cfg, data, model.to(dev).eval()
 
 
-def evaluate_checkpoint(path: str | Path, budgets: list[float] = (), device: str = "auto") -> dict:
-    """The report of `adaptnet evaluate`: per exit and budgeted for multi-exit nets, per sub-network for ADN."""
+def evaluate_checkpoint(path: str | Path, budgets: list[float] = (), device: str = "auto",
+                        predictions: bool = False) -> dict:
+    """The report of `adaptnet evaluate`: per exit and budgeted for multi-exit nets, per sub-network for ADN.
+    `predictions` adds, for multi-exit nets, every test image's class and exit at each budget."""
     cfg, data, model = load_checkpoint_model(path, device)
     header = {"checkpoint": str(path), "run": cfg.name, "model": cfg.model.name, "technique": cfg.technique}
     if data.holdout is None:
         raise DataError("data.holdout: thresholds and sub-network selection need held-out images (holdout=0)")
-    report = subnet_report if isinstance(model, SkippableDepthNet) else exit_report
-    return {**header, **report(cfg, data, model, list(budgets))}
+    if isinstance(model, SkippableDepthNet):
+        return {**header, **subnet_report(cfg, data, model, list(budgets))}
+    return {**header, **exit_report(cfg, data, model, list(budgets), predictions)}
 
 
-def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float]) -> dict:
+def operating_points(val_probs, val_labels, test_probs, test_labels, costs: list[float], budgets: list[float],
+                     predictions: bool = False) -> list[dict | None]:
+    """Per budget, the deployable setting chosen on the held-out split (see `calibrate`/`choose_point`; None
+    below the first exit's cost) with what it gives on test; what `adaptnet export` ships."""
+    points = calibrate(val_probs, val_labels, costs)
+    confidence, predicted = confidences(test_probs)
+    out = []
+    for budget in budgets:
+        try:
+            point = choose_point(points, budget)
+        except ValueError:
+            out.append(None)
+            continue
+        thresholds = torch.tensor(point.thresholds, dtype=confidence.dtype)
+        accuracy, cost, counts = apply_thresholds(confidence, predicted, test_labels, thresholds, costs)
+        entry = {"budget": budget, **asdict(point), "test_cost": cost, "test_accuracy": accuracy,
+                 "test_exit_counts": counts}
+        if predictions:
+            exits = exit_points(confidence, thresholds)
+            entry["test_exits"] = exits.tolist()
+            entry["test_predictions"] = predicted.gather(0, exits[None]).squeeze(0).tolist()
+        out.append(entry)
+    return out
+
+
+def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float], predictions: bool = False) -> dict:
     costs = [c.macs for c in exit_costs(model, data.image_size)]
     val_probs, val_labels = collect_probs(model, data.holdout)
     test_probs, test_labels = collect_probs(model, data.test)
@@ -57,6 +88,8 @@ def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float]) -> 
             "area": curve_area(curve),
             "budgets": list(budgets),
             "accuracy_at_budgets": accuracy_at_budgets(curve, budgets),
+            "operating_points": operating_points(val_probs, val_labels, test_probs, test_labels, costs, budgets,
+                                                 predictions),
         },
     }
 
@@ -116,3 +149,17 @@ def summary_metrics(report: dict) -> dict[str, float]:
     for split in ("test", "holdout"):
         out[f"final/{split}_top1_mean"] = sum(out[f"final/{split}_top1_{n}"] for n in outputs) / len(outputs)
     return {k: float(v) for k, v in out.items()}
+
+
+def write_predictions(results: list[dict], path: str | Path) -> Path:
+    """CSV of every test image's class and exit (1-based) at each budget of multi-exit reports."""
+    import csv
+
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["run", "budget", "index", "class", "exit"])
+        for result in results:
+            for entry in result.get("budgeted", {}).get("operating_points", []):
+                for i, (c, e) in enumerate(zip(entry["test_predictions"], entry["test_exits"]) if entry else ()):
+                    writer.writerow([result["run"], entry["budget"], i, c, e + 1])
+    return Path(path)

@@ -117,6 +117,43 @@ def budgeted_curve(val_probs, test_probs, test_labels, costs: list[float], p_val
     return points
 
 
+@dataclass
+class OperatingPoint:
+    """A deployable budget setting: per-exit thresholds with the expected cost and accuracy they give on the
+    held-out split they were calibrated on (q = None: the two ends, everyone at exit 1 / at the last exit)."""
+    q: float | None
+    thresholds: list[float]
+    holdout_cost: float
+    holdout_accuracy: float
+    holdout_exit_counts: list[int]
+
+
+def calibrate(val_probs: torch.Tensor, val_labels: torch.Tensor, costs: list[float],
+              p_values=range(1, 41)) -> list[OperatingPoint]:
+    """The official q grid's thresholds (as `budgeted_curve`) plus both ends, each with its held-out cost."""
+    confidence, predictions = confidences(val_probs)
+    order = confidence.argsort(dim=1, descending=True, stable=True)
+    k = len(costs)
+    settings = [(None, torch.full((k,), ALWAYS_EXIT, dtype=confidence.dtype))]
+    settings += [(p / 20, find_thresholds(confidence, exit_shares(p / 20, k), order)) for p in p_values]
+    settings += [(None, torch.tensor([NO_EXIT] * (k - 1) + [ALWAYS_EXIT], dtype=confidence.dtype))]
+    points = []
+    for q, thresholds in settings:
+        accuracy, cost, counts = apply_thresholds(confidence, predictions, val_labels, thresholds, costs)
+        points.append(OperatingPoint(q, thresholds.tolist(), cost, accuracy, counts))
+    return points
+
+
+def choose_point(points: list[OperatingPoint], budget: float) -> OperatingPoint:
+    """The most accurate (held-out) point whose held-out expected cost fits `budget`; ties go to the cheaper.
+    A budget below the cheapest point (everyone at exit 1) is a ValueError naming it."""
+    affordable = [p for p in points if p.holdout_cost <= budget]
+    if not affordable:
+        cheapest = min(p.holdout_cost for p in points)
+        raise ValueError(f"budget: {budget:.6g} MACs per image is below the first exit's cost ({cheapest:.6g})")
+    return max(affordable, key=lambda p: (p.holdout_accuracy, -p.holdout_cost))
+
+
 def _sorted_curve(points: list[BudgetPoint]) -> tuple[np.ndarray, np.ndarray]:
     costs = np.array([p.cost for p in points])
     order = np.argsort(costs, kind="stable")

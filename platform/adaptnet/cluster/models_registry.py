@@ -1,0 +1,114 @@
+"""Sweep models in MLflow 3: every trial's selected checkpoint as a LoggedModel (pyfunc, signature, model card,
+linked to its child run as an output, its card's numbers as model metrics), and the sweep's best trial (each
+Pareto point of a multi-objective sweep) as a version of a registered model with an alias (not a stage)."""
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from .tracking import client, metric_key
+
+MODEL_TAG = "adaptnet.model_id"   # on a child run: the LoggedModel of its selected checkpoint
+
+
+def registered_name(sweep: str) -> str:
+    return "adaptnet-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sweep)
+
+
+def _model_metrics(card: dict) -> dict[str, float]:
+    if card["kind"] == "subnet":
+        rows = {r["skip"]: r for r in card["subnets"]}
+        return {f"{split}_top1_{s}": r[f"{split}_top1"] for s, r in rows.items() for split in ("test", "holdout")} \
+            | {f"macs_{s}": r["macs"] for s, r in rows.items()}
+    out = {}
+    for e in card["exits"]:
+        out.update({f"test_top1_exit{e['exit']}": e["test_top1"], f"holdout_top1_exit{e['exit']}": e["holdout_top1"],
+                    f"macs_exit{e['exit']}": e["macs"]})
+    for i, b in enumerate(card["budgets"], 1):
+        if b:
+            out.update({f"budget{i}_macs": b["budget"], f"budget{i}_test_top1": b["test_accuracy"],
+                        f"budget{i}_test_cost": b["test_cost"], f"budget{i}_holdout_cost": b["holdout_cost"]})
+    return out
+
+
+def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, git_commit: str) -> str:
+    """The trial's held-out-selected checkpoint as a LoggedModel of its child run: multi-exit nets with
+    early exit at the sweep's budgets, ADN nets as their base-net. Returns the model id."""
+    from mlflow.entities import LoggedModelOutput, Metric
+    from mlflow.models import Model
+
+    from ..deploy.bundle import build_bundle
+    from ..loop.checkpoint import load_checkpoint
+    from ..models import SkippableDepthNet, create_model, model_entry
+    from .export import save_model_dir
+
+    model_cfg = load_checkpoint(checkpoint)["config"]["model"]
+    skip = None
+    if issubclass(model_entry(model_cfg["name"]).builder, SkippableDepthNet):
+        skip = "T" * create_model(model_cfg["name"], **model_cfg["args"]).num_stages
+    bundle = build_bundle(checkpoint, None if skip else list(budgets), skip, device="cpu",
+                          extra_card={"git_commit": git_commit, "source_run_id": run_id})
+    mlflow = client(tracking_uri, fail_fast=True)
+    run = mlflow.get_run(run_id)
+    card = bundle["card"]
+    logged = mlflow.create_logged_model(
+        run.info.experiment_id, name="adaptive_model", source_run_id=run_id, model_type=f"adaptnet-{card['kind']}",
+        params={"kind": card["kind"], "model": card["model"], "technique": card["technique"], "dataset": card["dataset"],
+                "git_commit": git_commit, **({"skip": skip} if skip else {"budgets": ",".join(f"{b:.6g}" for b in
+                                                                                           bundle["budgets"])})},
+        tags={"adaptnet.run": card["run"]})
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "model"
+        save_model_dir(bundle, local, Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                                            run_id=run_id, model_id=logged.model_id))
+        mlflow.log_model_artifacts(logged.model_id, str(local))
+    mlflow.finalize_logged_model(logged.model_id, "READY")
+    mlflow.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    now = int(time.time() * 1000)
+    mlflow.log_batch(run_id, metrics=[Metric(metric_key(f"model/{k}"), float(v), now, 0, model_id=logged.model_id)
+                                      for k, v in _model_metrics(card).items()])
+    mlflow.set_tag(run_id, MODEL_TAG, logged.model_id)
+    return logged.model_id
+
+
+def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
+    """Registers the best trial (alias `best`) or each Pareto point (`pareto1`…, cheapest by the last objective
+    first) under `adaptnet-<sweep>`; returns {alias: version}. Trials without a LoggedModel are skipped."""
+    from mlflow.exceptions import MlflowException
+
+    from .sweep import TRIAL_TAG, child_runs
+
+    runs_by_trial = {r.data.tags.get(TRIAL_TAG): r for r in child_runs(tracking_uri, result.parent_run_id, result.name)}
+    if len(result.objectives) == 1:
+        chosen = [("best", result.best())]
+    else:
+        last = result.objectives[-1]
+        front = sorted(result.pareto_front(), key=lambda t: t.metrics[last.metric] * (1 if last.mode == "min" else -1))
+        chosen = [(f"pareto{i}", t) for i, t in enumerate(front, 1)]
+    mlflow = client(tracking_uri, fail_fast=True)
+    name = registered_name(result.name)
+    aliases = {}
+    for alias, trial in chosen:
+        run = runs_by_trial.get(trial.trial_id) if trial else None
+        model_id = run and run.data.tags.get(MODEL_TAG)
+        if not model_id:
+            continue
+        try:
+            mlflow.create_registered_model(name, description=f"adaptnet sweep {result.name}: "
+                                           + ", ".join(f"{o.metric} ({o.mode})" for o in result.objectives))
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        # the artifact location, not models:/<id>: the registry store would resolve that through the global
+        # tracking URI instead of this client's (and the SQL store keeps no model_id: the tag says which)
+        version = mlflow.create_model_version(name, source=mlflow.get_logged_model(model_id).artifact_location,
+                                              run_id=run.info.run_id, model_id=model_id,
+                                              tags={"adaptnet.trial": trial.name, MODEL_TAG: model_id})
+        mlflow.set_registered_model_alias(name, alias, version.version)
+        aliases[alias] = version.version
+    if aliases:
+        mlflow.set_tag(result.parent_run_id, f"adaptnet.registered.{result.name}",
+                       f"{name}: " + ", ".join(f"@{a} = v{v}" for a, v in aliases.items()))
+    return aliases

@@ -1,0 +1,132 @@
+"""What makes a sweep readable in the MLflow UI: the parent's params describe the sweep (not one arm), the
+paired comparison as a figure next to comparison.md at the top of the parent's artifacts, every arm's
+accuracy-vs-cost with intervals over seeds, and system metrics (CPU, memory, GPU) of training runs."""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+from .tracking import client, flatten
+
+
+def sweep_params(spec) -> dict[str, str]:
+    """The parent run's params: the sweep's shape (arms, seeds, grid or space, objectives, budgets) and the
+    base config's values that no arm, grid key or search changes."""
+    varied = {k for arm in spec.arms.values() for k in arm} | set((spec.grid or {}))
+    varied |= {"train.seed", "data.holdout_seed"} if spec.grid and "seed" in spec.grid else set()
+    params = {"sweep.name": spec.name, "sweep.kind": "grid" if spec.grid else "search",
+              "sweep.trials": str(spec.trial_count()), "sweep.objectives": ", ".join(f"{o.metric} ({o.mode})"
+                                                                                   for o in spec.objectives),
+              "sweep.budgets": ",".join(f"{b:.6g}" for b in spec.budgets), "sweep.asha": str(spec.asha),
+              "sweep.workers": str(spec.workers)}
+    for key, values in (spec.grid or {}).items():
+        params[f"sweep.grid.{key}"] = ",".join(map(str, values))
+    for arm, overrides in spec.arms.items():
+        params[f"sweep.arm.{arm}"] = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
+    if spec.space is not None:
+        params["sweep.space"] = repr(spec.space)[:6000]
+    base = {k: v for k, v in flatten(spec.base).items() if k not in varied and not k.startswith("name")}
+    return {**params, **{f"base.{k}": v for k, v in base.items()}}
+
+
+def comparison_figure(rows: list[dict], title: str):
+    """Per metric (exit, budget): mean ± 95% CI of every arm (top) and the paired Δ vs the baseline with its
+    CI (bottom, 0 marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 1.6 * len(metrics) + 2), 7), sharex=True)
+    width = 0.8 / max(1, len(arms))
+    for a, arm in enumerate(arms):
+        xs, means, errs, dx, dmeans, derrs = [], [], [], [], [], []
+        for m, metric in enumerate(metrics):
+            row = next((r for r in rows if r["metric"] == metric and r["arm"] == arm), None)
+            if row is None:
+                continue
+            x = m + (a - (len(arms) - 1) / 2) * width
+            xs.append(x), means.append(row["interval"].mean), errs.append(_half(row["interval"]))
+            if row["diff"] is not None:
+                dx.append(x), dmeans.append(row["diff"].mean), derrs.append(_half(row["diff"]))
+        top.errorbar(xs, means, yerr=errs, fmt="o", capsize=4, label=arm)
+        if dx:
+            bottom.errorbar(dx, dmeans, yerr=derrs, fmt="s", capsize=4, label=f"{arm} − baseline",
+                            color=top.lines[-1].get_color())
+    bottom.axhline(0, color="grey", lw=1, ls="--")
+    top.set_ylabel("test top-1 (%): mean ± 95% CI")
+    bottom.set_ylabel("paired Δ vs baseline (pp) ± 95% CI")
+    bottom.set_xticks(range(len(metrics)), metrics, rotation=20)
+    top.set_title(title)
+    top.legend(fontsize=8)
+    if bottom.lines:
+        bottom.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _half(interval) -> float:
+    return 0.0 if math.isnan(interval.half_width) else interval.half_width
+
+
+def arm_cost_figure(result, arms: list[str], title: str):
+    """Every arm's accuracy-vs-cost: per exit, the mean test top-1 over seeds ± 95% CI at its multiply-adds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..metrics.stats import mean_ci
+    from .summary import accuracy_cost_points
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm in arms:
+        per_seed = [sorted(accuracy_cost_points(t.metrics)) for t in result.finished() if t.params.get("arm") == arm]
+        per_seed = [p for p in per_seed if p]
+        if not per_seed:
+            continue
+        n_out = min(len(p) for p in per_seed)
+        macs = [per_seed[0][k][0] / 1e6 for k in range(n_out)]
+        intervals = [mean_ci([p[k][1] for p in per_seed]) for k in range(n_out)]
+        ax.errorbar(macs, [i.mean for i in intervals], yerr=[_half(i) for i in intervals], marker="o", capsize=4,
+                    label=f"{arm} (n={len(per_seed)})")
+    ax.set_xlabel("multiply-adds per image (M)")
+    ax.set_ylabel("test top-1 (%): mean ± 95% CI over seeds")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown: str, result, arms: list[str]) -> None:
+    """comparison.md, comparison.png and accuracy_vs_cost.png at the top level of the parent's artifacts."""
+    import matplotlib.pyplot as plt
+
+    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow.log_text(parent_id, markdown, "comparison.md")
+    for name, fig in (("comparison.png", comparison_figure(rows, f"{result.name}: paired comparison")),
+                      ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm"))):
+        mlflow.log_figure(parent_id, fig, name)
+        plt.close(fig)
+
+
+@contextmanager
+def system_metrics(tracking_uri: str, run_id: str, interval_s: float = 10.0):
+    """MLflow's system metrics monitor (system/cpu_utilization_percentage, memory, GPU with pynvml) on the run
+    while the block runs; continues the run's steps on a restart. Without psutil it logs nothing."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
+                                       tracking_uri=tracking_uri)
+    except ImportError:
+        yield
+        return
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()

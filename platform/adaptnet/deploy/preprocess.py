@@ -1,0 +1,39 @@
+"""Encoded images (JPEG/PNG bytes) → the normalised batch a checkpoint's network expects, with torchvision
+transforms.v2: decode as the dataset cache does (PIL, RGB), then the run's own evaluation transform
+(`adaptnet.data.transforms.eval_transform`: ImageNet-style resize + centre crop); CIFAR-style runs, whose
+evaluation transform has no resize, get a resize + centre crop to their side (a no-op at that size)."""
+from __future__ import annotations
+
+import io
+import re
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
+
+from . import DeployError
+
+
+def decode(data: bytes, index: int = 0) -> torch.Tensor:
+    """One encoded image → 3×H×W uint8; a DeployError naming the row when it is not an image."""
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as img:
+            return v2.functional.pil_to_tensor(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, TypeError) as err:
+        reason = re.sub(r" <[^>]*>", "", str(err).splitlines()[0]) if str(err) else type(err).__name__
+        raise DeployError(f"image: row {index} is not a decodable image ({reason})") from None
+
+
+def transform(kind: str, augment, input_size: int, mean, std) -> v2.Compose:
+    from ..data.transforms import eval_transform
+
+    run_eval = eval_transform(kind, augment, list(mean), list(std))
+    if kind != "cifar":
+        return run_eval
+    return v2.Compose([v2.Resize(input_size, antialias=True), v2.CenterCrop(input_size), run_eval])
+
+
+def batch(images: list[bytes], prepare: v2.Compose) -> torch.Tensor:
+    if not len(images):
+        raise DeployError("image: the request holds no images")
+    return torch.stack([prepare(decode(data, i)) for i, data in enumerate(images)])

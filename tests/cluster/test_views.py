@@ -1,0 +1,67 @@
+"""The MLflow view of a sweep, without a cluster: parent params, the comparison figure, system metrics."""
+import math
+import time
+
+from adaptnet.cluster.sweep import SweepSpec, TrialSummary, SweepResult, Objective
+from adaptnet.cluster.tracking import client, find_or_create_run
+from adaptnet.cluster.views import arm_cost_figure, comparison_figure, sweep_params, system_metrics
+from adaptnet.loop import build_config, read_yaml
+from adaptnet.metrics.stats import comparison_rows
+
+ARMS = {"baseline": {"technique": "multi_exit", "model.ge_scope": None},
+        "ge": {"technique": "multi_exit", "model.ge_scope": "coarsest"}}
+
+
+def _base():
+    tree = build_config(read_yaml("cifar10-imta"), ["data.dataset=cifar10"]).model_dump()
+    tree.pop("output_dir")
+    return tree
+
+
+def test_parent_params_describe_the_sweep_not_one_arm():
+    spec = SweepSpec(name="cmp", base=_base(), grid={"arm": list(ARMS), "seed": [0, 1, 2]}, arms=ARMS,
+                     budgets=(1e6, 2e6))
+    params = sweep_params(spec)
+    assert params["sweep.grid.arm"] == "baseline,ge" and params["sweep.grid.seed"] == "0,1,2"
+    assert params["sweep.trials"] == "6" and params["sweep.arm.ge"] == "technique=multi_exit, model.ge_scope=coarsest"
+    assert "base.optim.lr" in params and "base.data.dataset" in params
+    varied = ("base.technique", "base.model.ge_scope", "base.train.seed", "base.data.holdout_seed")
+    assert not [k for k in varied if k in params]  # what arms and seeds change is no parent param
+
+
+def _result():
+    trials = []
+    for arm, shift in (("baseline", 0.0), ("ge", 2.0)):
+        for seed in range(3):
+            metrics = {f"final/test_top1_exit{k}": 40 + 5 * k + shift + seed for k in (1, 2, 3)}
+            metrics |= {f"final/macs_exit{k}": k * 1e6 for k in (1, 2, 3)}
+            trials.append(TrialSummary(f"{arm}{seed}", f"{arm}-s{seed}", {"arm": arm, "seed": seed}, metrics, "FINISHED"))
+    return SweepResult("cmp", trials, "parent", (Objective("score"),), "")
+
+
+def test_comparison_figure_shows_each_arm_with_intervals_and_the_paired_difference():
+    result = _result()
+    results = {arm: {t.params["seed"]: {f"exit{k}": t.metrics[f"final/test_top1_exit{k}"] for k in (1, 2, 3)}
+                     for t in result.trials if t.params["arm"] == arm} for arm in ARMS}
+    rows = comparison_rows(results, ["exit1", "exit2", "exit3"], baseline="baseline")
+    fig = comparison_figure(rows, "cmp")
+    top, bottom = fig.axes
+    assert [c.get_label() for c in top.containers] == ["baseline", "ge"]
+    (diff,) = bottom.containers
+    assert [round(y, 6) for y in diff.lines[0].get_ydata()] == [2.0, 2.0, 2.0]  # ge − baseline, paired
+    assert [t.get_text() for t in bottom.get_xticklabels()] == ["exit1", "exit2", "exit3"]
+    fig = arm_cost_figure(result, list(ARMS), "cmp")
+    (ax,) = fig.axes
+    baseline = ax.containers[0]
+    assert list(baseline.lines[0].get_xdata()) == [1.0, 2.0, 3.0]
+    assert list(baseline.lines[0].get_ydata()) == [46.0, 51.0, 56.0]  # mean over seeds, not one seed
+    assert ax.containers[0].has_yerr and not math.isnan(rows[0]["interval"].half_width)
+
+
+def test_system_metrics_are_logged_to_the_training_run(tmp_path):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = find_or_create_run(tracking, "e", run_key="r", run_name="r", params={})
+    with system_metrics(tracking, run_id, interval_s=0.2):
+        time.sleep(1.5)
+    keys = set(client(tracking).get_run(run_id).data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys
