@@ -2,9 +2,9 @@
 import pytest
 
 from adaptnet.cli import main
-from adaptnet.loop import load_config, stage_configs
+from adaptnet.loop import load_config, preset_names, stage_configs
 
-IMAGENET_PRESETS = ["imagenet-paper", "imagenet-imta-paper", "resnet50-adn-paper", "vit-b16-adn-paper"]
+IMAGENET_PRESETS = [p for p in preset_names() if not p.startswith("cifar")]  # every ImageNet paper recipe
 
 
 @pytest.mark.parametrize("preset", IMAGENET_PRESETS)
@@ -15,8 +15,10 @@ def test_dry_run_of_imagenet_presets_on_the_imagenet_sample_plans_and_writes_not
     out = capsys.readouterr().out
     assert code == 0
     assert "1000 classes" in out and "train: 1000 images" in out and "training on 900" in out
-    assert "RandomResizedCrop(224" in out and "CenterCrop(224)" in out and "costs at 224×224" in out
     cfg = load_config(preset)
+    a = cfg.data.augment
+    assert f"RandomResizedCrop({a.train_crop}, {a.interpolation})" in out and f"Resize({a.eval_resize})" in out
+    assert "CenterCrop(224)" in out and "costs at 224×224" in out
     for stage in stage_configs(cfg):
         per_worker = stage.train.batch_size // 4
         assert f"batch: global {stage.train.batch_size} = 4 workers × {per_worker}" in out
