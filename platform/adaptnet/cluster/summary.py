@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from .sweep import SCORE, SweepResult, TrialSummary
+from .sweep_spec import SweepResult, TrialSummary
+from .trial_results import SCORE
 from .tracking import client, metric_key
 
 
