@@ -78,6 +78,8 @@ def test_a_skipped_sub_path_is_not_run_and_is_the_identity(name):
             ran.clear()
             torch.testing.assert_close(out, _kept_forward(model, x, skip), rtol=0, atol=0)
     assert len(expected) < sum(1 for _ in model.blocks_with_position())  # the base-net ran fewer blocks
+    with torch.no_grad():  # no skip given: the super-net, for every model
+        assert torch.equal(model(x), model(x, skip=(False,) * model.num_stages))
 
 
 def _norm_routes(model):

@@ -43,7 +43,8 @@ def mandatory_counts(depths: Sequence[int], n_mandatory: int | Sequence[int] | N
 
 class SkippableDepthNet(nn.Module):
     """Subclasses build `self.stages` (a ModuleList of ModuleLists of blocks with a `skippable` attribute and
-    `forward(h, skip)`) and implement `forward(x, skip=None)` around `run_stages`."""
+    `forward(h, skip)`) and implement `forward(x, skip=None)` around `run_stages` (or `run_stage` per stage,
+    where layers between stages need the flags too)."""
 
     stages: nn.ModuleList
     primary_output = "super"
