@@ -28,7 +28,7 @@ EXTRA = {
     ".venv/bin/adaptnet train cifar10-imta": TINY,
     ".venv/bin/adaptnet train cifar10-resnet56-adn": TINY,
     ".venv/bin/adaptnet train my.yaml train.epochs=10 optim.lr=0.05": TINY,
-    ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke": ["--seeds", "1", "--arms", "baseline,imta"],
+    ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke": ["--arms", "baseline,ge"],  # 2 seeds: 4 trials
 }
 HELP_ONLY = {  # sweeps that cost a minute each here: the smoke one above runs the same script and machinery
     ".venv/bin/python sweeps/ge_vs_baseline.py --preset cpu --seeds 5",
@@ -129,3 +129,9 @@ def test_sweep_commands_run_offline(fresh, command):
     assert extra is not None, f"{command}: say how this test runs it"
     done = run_offline(command, extra, work, env)
     assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    if "--help" not in extra:  # what a person follows: progress, what the seeds can detect, a plain verdict
+        assert re.search(r"trial [1-4]/4, arm ge, seed 1: started", done.stdout), done.stdout[-3000:]
+        assert re.search(r"\| sweep: 4/4 epochs, \d+m\d\ds elapsed, ~0m00s left", done.stdout), done.stdout[-3000:]
+        assert "detectable |Δ|" in done.stdout and "t(0.975, n−1)·s_d/√n" in done.stdout
+        assert re.search(r"^(No arm differs from baseline at 95%|Differs from the baseline at 95%)", done.stdout, re.M)
+        assert re.search(r"^Detecting 1 point at this spread would take \d+ to \d+ paired seeds|over 1000", done.stdout, re.M)

@@ -125,10 +125,12 @@ def verdict(rows: list[dict], baseline: str, effect: float = 1.0, level: float =
                  f"(t(0.975, n−1)·s_d/√n).")
     needed = [seeds_needed(r["diff"].sd, effect, level) for r in compared]
     known = [k for k in needed if k is not None]
+    hint = f"; {scale_hint}" if scale_hint else ""
     if known:
         lines.append(f"Detecting {effect:g} point at this spread would take {min(known)} to {max(known)} paired seeds"
-                     + (f" ({sum(k is None for k in needed)} comparisons: over 1000)" if None in needed else "")
-                     + (f"; {scale_hint}" if scale_hint else "") + ".")
+                     + (f" ({sum(k is None for k in needed)} comparisons: over 1000)" if None in needed else "") + hint + ".")
+    else:
+        lines.append(f"Detecting {effect:g} point at this spread would take over 1000 paired seeds{hint}.")
     return "\n".join(lines)
 
 
