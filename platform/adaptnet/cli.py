@@ -79,14 +79,15 @@ def _train(args) -> int:
 
 def _data(args) -> int:
     from .data import inspect_dataset
+    from .data.resolve import resolve_dataset_spec  # cifar10/cifar100 name the mirror, as in configs
 
     if args.data_command == "inspect":
-        info = inspect_dataset(args.spec, sample=args.sample)
+        info = inspect_dataset(resolve_dataset_spec(args.spec), sample=args.sample)
         print(info.to_json() if args.json else info.summary())
         return 0
     from .data.shards import write_shards
 
-    index = write_shards(args.src, args.dst, args.shard_size)
+    index = write_shards(resolve_dataset_spec(args.src), args.dst, args.shard_size)
     counts = ", ".join(f"{split} {table['count']}" for split, table in index["splits"].items())
     print(f"{args.dst}: {len(index['shards'])} shards, {len(index['classes'])} classes ({counts}) + index.json")
     return 0
