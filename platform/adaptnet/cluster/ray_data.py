@@ -19,7 +19,7 @@ import torch
 
 from ..data import DataError, Prepared, eval_indices, make_split, streaming_plan
 from ..data.decode import decode_rgb
-from ..data.transforms import eval_size, eval_transform, train_transform
+from ..data.transforms import eval_size, eval_transform, normalize_batch, train_transform
 
 TRAIN, HOLDOUT, TEST = "train", "holdout", "test"
 
@@ -47,7 +47,7 @@ class DecodeTransform:
             labels.append(int(label))
             ids.append(int(sample))
         if not images:
-            return {"image": np.zeros((0, 3, 1, 1), np.float32), "label": np.zeros(0, np.int64), "id": np.zeros(0, np.int64)}
+            return {"image": np.zeros((0, 3, 1, 1), np.uint8), "label": np.zeros(0, np.int64), "id": np.zeros(0, np.int64)}
         return {"image": np.stack(images), "label": np.array(labels), "id": np.array(ids)}
 
 
@@ -63,7 +63,7 @@ def build_datasets(cfg) -> tuple[dict, dict]:
     def dataset(split_name: str, idx: torch.Tensor, transform, train_mode: bool):
         refs, labels = listing.splits[split_name]
         rows = [{"id": i, "label": int(labels[i]), "ref": json.dumps(refs[i])} for i in idx.tolist()]
-        ds = ray.data.from_items(rows)
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(200, len(rows) // 256)))  # tasks of ≥ 256 images
         if train_mode:
             if d.augment.repeated_augment > 1:  # each image k times, the copies spread over ranks by the shuffle
                 k = d.augment.repeated_augment
@@ -78,6 +78,7 @@ def build_datasets(cfg) -> tuple[dict, dict]:
     if len(split["holdout"]):
         datasets[HOLDOUT] = dataset("train", split["holdout"], holdout_tf, False)
     meta = {"split": split, "classes": listing.classes, "image_size": eval_size(kind, d.augment, side),
+            "mean": mean, "std": std,
             "transform": kind, "counts": {TRAIN: len(split["train"]), HOLDOUT: len(split["holdout"]),
                                           TEST: len(eval_indices(listing.count("test"), d))}}
     return datasets, meta
@@ -86,8 +87,9 @@ def build_datasets(cfg) -> tuple[dict, dict]:
 class RayBatches:
     """A worker's batches of one Ray dataset (its train shard, or a whole evaluation split)."""
 
-    def __init__(self, iterator, rows: int, batch_size: int, device, with_ids: bool = False):
+    def __init__(self, iterator, rows: int, batch_size: int, device, mean, std, with_ids: bool = False):
         self.iterator, self.rows, self.batch_size, self.device, self.with_ids = iterator, rows, batch_size, device, with_ids
+        self.mean, self.std = mean, std
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing to do: every pass over the iterator is a new, reshuffled execution."""
@@ -98,7 +100,7 @@ class RayBatches:
     def __iter__(self):
         for batch in self.iterator.iter_torch_batches(batch_size=self.batch_size, device=self.device,
                                                       prefetch_batches=2):
-            images, labels = batch["image"], batch["label"]
+            images, labels = normalize_batch(batch["image"], self.mean, self.std), batch["label"]
             yield (images, labels, batch["id"]) if self.with_ids else (images, labels)
 
 
@@ -113,7 +115,7 @@ def worker_data(meta: dict, rank: int, world_size: int, device, with_ids: bool =
         counts = meta["counts"]
 
         def batches(name: str, bs: int, rows: int):
-            return RayBatches(ray.train.get_dataset_shard(name), rows, bs, device, with_ids)
+            return RayBatches(ray.train.get_dataset_shard(name), rows, bs, device, meta["mean"], meta["std"], with_ids)
 
         return Prepared(
             train=batches(TRAIN, batch_size, counts[TRAIN] // world_size),  # equal split: the remainder is dropped

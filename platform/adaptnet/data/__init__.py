@@ -156,7 +156,7 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
     side = _side(info)
     kind = transform_kind(data_cfg, info)
 
-    def computed():  # a sample of training images through the eval transform, unnormalised
+    def computed():  # a sample of training images through the eval transform, scaled to [0, 1]
         plain = eval_transform(kind, data_cfg.augment, (0.0,) * 3, (1.0,) * 3)
         refs, _ = listing.splits["train"]
         picks = torch.linspace(0, len(refs) - 1, min(256, len(refs))).long().tolist()
@@ -165,7 +165,7 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
         decoded = []
         for i in picks:
             try:
-                decoded.append(plain(decode_rgb(reader.read(refs[i]), str(refs[i]))))
+                decoded.append(plain(decode_rgb(reader.read(refs[i]), str(refs[i]))).float() / 255)
             except DataError:  # counted (or fatal) when training reaches it
                 continue
         pixels = torch.stack(decoded)
@@ -190,7 +190,7 @@ def _streaming(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, w
                                 world_size=world_size if train_mode else 1,
                                 repeats=data_cfg.augment.repeated_augment if train_mode else 1,
                                 workers=data_cfg.workers, prefetch=data_cfg.prefetch, device=device,
-                                bad_images=data_cfg.bad_images)
+                                bad_images=data_cfg.bad_images, mean=mean, std=std)
 
     return Prepared(
         train=batches("train", split["train"], train_tf, True, batch_size),

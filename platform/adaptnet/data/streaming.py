@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .decode import decode_rgb
 from .errors import DataError
+from .transforms import normalize_batch
 
 
 def epoch_order(n: int, generator: torch.Generator, shuffle: bool, rank: int = 0, world_size: int = 1,
@@ -89,8 +90,10 @@ class StreamingBatches:
 
     def __init__(self, files: ImageFiles, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
                  world_size: int = 1, repeats: int = 1, workers: int = 2, prefetch: int = 2,
-                 device: torch.device | str = "cpu", bad_images: str = "skip", with_ids: bool = False):
+                 device: torch.device | str = "cpu", bad_images: str = "skip", with_ids: bool = False,
+                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
         self.device = torch.device(device)
+        self.mean, self.std = mean, std  # for uint8 batches (normalize_batch)
         self.sampler = _EpochSampler(len(files), seed, shuffle, rank, world_size, repeats)
         self.batch_size, self.bad_images, self.with_ids = batch_size, bad_images, with_ids
         self.skipped = 0
@@ -115,6 +118,6 @@ class StreamingBatches:
                 sys.stderr.write(f"skipped: {error}\n")
             if images is None:  # a rank must never yield fewer batches than the others (DDP would stall)
                 raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {errors[0]}")
-            images = images.to(self.device, non_blocking=True)
+            images = normalize_batch(images.to(self.device, non_blocking=True), self.mean, self.std)
             labels = labels.to(self.device, non_blocking=True)
             yield (images, labels, ids) if self.with_ids else (images, labels)

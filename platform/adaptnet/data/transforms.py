@@ -5,8 +5,11 @@
             256 → 224; ADN v2: 176 / 232 → 224); interpolation bilinear or bicubic per recipe
   cifar     train RandomCrop(32, padding 4) + horizontal flip; eval nothing (IMTA brief §5.1)
 
-Both end with ToDtype(float32, scale) + Normalize. (The in-memory CIFAR path crops whole uint8 batches at once
-with its own generator, see loader.py, which v2 cannot do per sample; the result is the same transform.)
+Decode processes hand over uint8 images (4× less to copy than float32); `normalize_batch` then scales and
+normalises the whole batch on the device, as ToDtype(float32, scale) + Normalize would per image. With
+RandomErasing, which erases to 0 after normalisation, the images are normalised per image instead.
+(The in-memory CIFAR path crops whole uint8 batches at once with its own generator, see loader.py, which v2
+cannot do per sample; the result is the same transform.)
 """
 from __future__ import annotations
 
@@ -16,8 +19,17 @@ from torchvision.transforms import InterpolationMode, v2
 INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
-def _finish(mean, std) -> list:
+def _float(mean, std) -> list:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+
+
+def normalize_batch(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """A uint8 batch → float, scaled and normalised (on the batch's device); float batches are already."""
+    if images.dtype != torch.uint8:
+        return images
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
+    return (images.float() - m) / s
 
 
 def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.Compose:
@@ -31,18 +43,17 @@ def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.C
         steps.append(v2.RandAugment(interpolation=interpolation))
     elif augment.auto_augment == "trivialaugment":
         steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
-    steps += _finish(mean, std)
     if augment.random_erasing > 0:
-        steps.append(v2.RandomErasing(p=augment.random_erasing, value=0))
-    return v2.Compose(steps)
+        return v2.Compose(steps + _float(mean, std) + [v2.RandomErasing(p=augment.random_erasing, value=0)])
+    return v2.Compose(steps + [v2.ToImage()])
 
 
 def eval_transform(kind: str, augment, mean, std) -> v2.Compose:
     if kind == "cifar":
-        return v2.Compose(_finish(mean, std))
+        return v2.Compose([v2.ToImage()])
     interpolation = INTERPOLATION[augment.interpolation]
     return v2.Compose([v2.Resize(augment.eval_resize, interpolation=interpolation, antialias=True),
-                       v2.CenterCrop(augment.eval_crop), *_finish(mean, std)])
+                       v2.CenterCrop(augment.eval_crop), v2.ToImage()])
 
 
 def eval_size(kind: str, augment, image_size: int) -> int:
