@@ -90,3 +90,28 @@ def test_channels_last_trains_the_same_numbers(tmp_path, cifar10_spec):
     plain = fit(_config(tmp_path, cifar10_spec, "nchw", *tiny))
     nhwc = fit(_config(tmp_path, cifar10_spec, "nhwc", *tiny, "train.channels_last=true"))
     assert nhwc.metrics["train/loss"] == pytest.approx(plain.metrics["train/loss"], rel=1e-3)
+
+
+def test_training_steps_make_no_host_sync(tmp_path, cifar10_spec, monkeypatch):
+    """Per-step metrics stay on the device: an epoch of 8 steps reads as many tensors back to the host
+    (`.item()`, `float()`, `.tolist()`, ...) as an epoch of 2 steps, i.e. none per step (progress bar off)."""
+    counted = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            counted["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+
+    def syncs(steps: int) -> int:
+        cfg = _config(tmp_path, cifar10_spec, f"sync{steps}", f"data.train_subset={16 * steps}", "data.holdout=16",
+                      "data.test_subset=16", "train.batch_size=16", "train.epochs=1", "train.threads=1",
+                      "model.name=msdnet_cifar_budgeted")
+        counted["n"] = 0
+        fit(cfg)
+        return counted["n"]
+
+    few, many = syncs(2), syncs(8)
+    assert few > 0 and many == few, (few, many)
