@@ -85,7 +85,8 @@ def test_soft_targets_and_label_smoothing_change_only_the_ce_terms(task_name):
     soft = 0.7 * F.one_hot(labels, 10) + 0.3 * F.one_hot(labels.roll(1, 0), 10)
     if task_name == "adn":
         torch.manual_seed(0)
-        model, make = adaptnet.create_model("resnet56_adn", 10), lambda ls: SuperBaseDistillation(0.5, 2.0, label_smoothing=ls)
+        model = adaptnet.create_model("resnet56_adn", 10)
+        make = lambda ls: SuperBaseDistillation(0.5, 2.0, label_smoothing=ls)  # noqa: E731
     elif task_name == "multi_exit":
         torch.manual_seed(0)
         model = adaptnet.create_model("msdnet_cifar_budgeted", 10)
@@ -114,7 +115,8 @@ def test_soft_targets_and_label_smoothing_change_only_the_ce_terms(task_name):
 
 
 def _grad_norm(model):
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])))
+    grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(grads)))
 
 
 def test_clipping_bounds_the_total_gradient_norm():
@@ -187,3 +189,9 @@ def test_ema_updates_every_k_batches_copies_during_warmup_and_differs_from_live_
     assert all(torch.equal(v, ema.module.state_dict()[k]) for k, v in eval_weights(saved).items())
     plain = {"model": live.state_dict()}
     assert eval_weights(plain) is plain["model"]
+
+
+def test_resuming_without_ema_state_names_the_field():
+    ema = ModelEMA(torch.nn.Linear(2, 2), decay=0.9, ema_steps=1, warmup_epochs=0)
+    with pytest.raises(ValueError, match="^train.ema: the checkpoint to resume has no EMA state"):
+        ema.load_state_dict(None)

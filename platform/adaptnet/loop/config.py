@@ -13,7 +13,8 @@ from typing import Any, Literal, Union
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator)
 
 from ..data.resolve import resolve_dataset_spec
 from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry

@@ -46,7 +46,9 @@ class ModelEMA:
     def state_dict(self) -> dict:
         return self.averaged.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is None:
+            raise ValueError("train.ema: the checkpoint to resume has no EMA state (trained with train.ema=false)")
         self.averaged.load_state_dict(state)
 
 

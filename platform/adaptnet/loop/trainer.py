@@ -179,7 +179,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         if ema:
-            ema.load_state_dict(resume["model_ema"])
+            ema.load_state_dict(resume.get("model_ema"))
         start_epoch = resume["epoch"] + 1
     trained = dist.wrap_model(model, task.find_unused_parameters)
     if cfg.train.compile:  # the same parameters; checkpoints and evaluation keep using `model`
