@@ -11,6 +11,7 @@ import torch
 
 import adaptnet
 from adaptnet.data import TensorBatches, load_splits
+from adaptnet.data.resolve import resolve_dataset_spec
 from adaptnet.data.loader import NORMALIZATION
 from adaptnet.techniques import MultiExitCE
 
@@ -40,7 +41,7 @@ def loader_images_per_s(spec: str) -> float:
 
 
 if __name__ == "__main__":
-    spec = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ADAPTNET_DATASET", "cifar10")
+    spec = resolve_dataset_spec(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ADAPTNET_DATASET", "cifar10"))
     print(f"torch threads: {torch.get_num_threads()}")
     train_rate = train_images_per_s()
     load_rate = loader_images_per_s(spec)

@@ -47,11 +47,11 @@ def run(args) -> int:
     from adaptnet.cluster.spaces import OptimSpace
     from adaptnet.cluster.summary import csv_text, log_sweep_summary
     from adaptnet.cluster.sweep import SweepSpec, parent_run, run_sweep, validate, with_overrides
-    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, resolved
+    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
 
     from adaptnet.cluster.tracking import client
     from adaptnet.cluster.views import log_comparison
-    from adaptnet.metrics.stats import comparison_rows, table_csv_rows, table_markdown, table_text
+    from adaptnet.metrics.stats import comparison_rows, row_notes, table_csv_rows, table_markdown, table_text, verdict
 
     preset = PRESETS[args.preset]
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -67,6 +67,7 @@ def run(args) -> int:
     name = args.name or f"ge_vs_baseline-{args.preset}"
     base = base_tree(args, preset)
     where = resolved(args, preset)
+    preflight(args, base, where["tracking_uri"])
     budgets = cost_budgets(base)
 
     def spec(sweep_name: str, **kwargs) -> SweepSpec:
@@ -101,16 +102,33 @@ def run(args) -> int:
     labels.update({f"final/budget{i + 1}_test_top1": f"@{b / 1e6:.1f}M MACs" for i, b in enumerate(budgets)})
     results = {arm: {t.params["seed"]: {labels[k]: t.metrics.get(k) for k in labels}
                      for t in result.finished() if t.params["arm"] == arm} for arm in arms}
-    rows = comparison_rows(results, list(labels.values()), baseline="baseline")
+    status = {(t.params["arm"], t.params["seed"]): t.status for t in result.trials}
+
+    def reason(arm: str, seed: int, label: str) -> str:
+        if status.get((arm, seed)) != "FINISHED":
+            return f"trial {status.get((arm, seed), 'missing')}"
+        if label.startswith("@"):
+            return f"{label[1:]} is outside this run's budgeted cost curve (no accuracy at that budget)"
+        return "no value in the final metrics"
+
+    rows = comparison_rows(results, list(labels.values()), baseline="baseline", seeds=seeds, reason=reason)
+    notes = row_notes(rows)
+    hint = ("more seeds at this scale measure this scale only; the papers' differences need their scale: "
+            "--preset paper-cifar100 on GPUs" if args.preset != "paper-cifar100" else "")
+    closing = verdict(rows, "baseline", effect=1.0, scale_hint=hint)
     budget_note = ("budgeted mean: mean accuracy over the budgeted curve; @B: budgeted accuracy at B multiply-adds "
                    "per image (thresholds from the held-out split)")
     text = table_text(rows)
-    print(f"\n{name}: test top-1 (%) over {len(seeds)} paired seeds; Δ = arm − baseline, paired; {budget_note}")
+    print(f"\n{name}: test top-1 (%) over {len(seeds)} paired seeds; Δ = arm − baseline, paired; {budget_note}; "
+          "detectable |Δ|: the smallest paired difference these seeds call significant at 95%, t(0.975, n−1)·s_d/√n; "
+          "n marked * lacks seeds (see the notes below)")
     print(text)
+    print("\n".join(notes))
+    print(f"\n{closing}")
     failed = [t.name for t in result.trials if t.status != "FINISHED"]
     if failed:
         print(f"not finished: {', '.join(failed)}")
-    markdown = f"{budget_note}\n\n{table_markdown(rows)}\n"
+    markdown = f"{budget_note}\n\n{table_markdown(rows)}\n\n" + "".join(f"{n}\n" for n in notes) + f"\n{closing}\n"
     log_sweep_summary(where["tracking_uri"], result, extra_files={
         "comparison.md": markdown, "comparison.csv": csv_text(table_csv_rows(rows))})
     log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms)

@@ -22,3 +22,38 @@ def test_models_losses_and_loop_do_not_import_ray_or_mlflow():
             "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_package_has_no_import_cycles():
+    """Every `import` of an adaptnet module, lazy (inside functions) ones included, forms an acyclic graph."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "platform"
+    modules = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (root / "adaptnet").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                edges.add(target)
+                edges.update(f"{target}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names)
+        graph[name] = {e for e in edges if e in modules and e != name and not name.startswith(e + ".")}
+
+    def cycle_from(start: str, at: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph[at]):
+            if nxt == start:
+                return seen + (nxt,)
+            if nxt not in seen and nxt.startswith("adaptnet.") and (found := cycle_from(start, nxt, seen + (nxt,))):
+                return found
+        return None
+
+    # package __init__ re-exports make parent ↔ child edges; only module-to-module cycles are errors
+    leaves = [n for n, p in modules.items() if p.name != "__init__.py"]
+    cycles = [c for n in leaves if (c := cycle_from(n, n, (n,))) and all(modules[m].name != "__init__.py" for m in c)]
+    assert not cycles, cycles[0]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from pathlib import Path
 
 
 def _costs(args) -> int:
@@ -11,10 +14,14 @@ def _costs(args) -> int:
     from .models import create_model, model_entry
 
     entry = model_entry(args.model)
-    size = args.input_size or entry.input_size
+    size = entry.input_size if args.input_size is None else args.input_size
     model = create_model(args.model, args.num_classes)
     convention = args.convention or entry.cost_convention
-    report = costs_report(args.model, model, size, convention)
+    try:
+        report = costs_report(args.model, model, size, convention)
+    except (RuntimeError, AssertionError, ValueError) as err:  # e.g. a feature map shrunk to nothing
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"--input-size: {size} does not fit {args.model} ({reason})") from None
     report["num_classes"] = args.num_classes or entry.num_classes
     if args.json:
         print(json.dumps(report))
@@ -31,12 +38,26 @@ def _costs(args) -> int:
 def _train(args) -> int:
     from .loop import load_config, run, stage_configs
 
+    from .loop.preflight import check_train
+
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
         from .loop.plan import plan_lines
 
         print("\n".join(plan_lines(cfg, args.workers or 1, on_ray=args.workers is not None)))
         return 0
+    if args.workers is None:
+        check_device(cfg.train.device, "train.device")
+    else:
+        from .cluster.preflight import check_cluster, check_resources
+        from .cluster.tracking import resolve_tracking_uri
+
+        check_resources(args.cpus_per_worker, args.gpus_per_worker)
+        field = "MLFLOW_TRACKING_URI" if not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
+        check_cluster(resolve_tracking_uri(args.tracking_uri), field, args.address, args.storage, args.experiment)
+    archived = check_train(cfg, restart=args.restart, workers=args.workers)
+    if archived:
+        print(f"archived the old run to {archived}", file=sys.stderr)
     if args.workers is None:
         for result in run(cfg):
             print(f"run directory: {result.run_dir}")
@@ -46,7 +67,8 @@ def _train(args) -> int:
 
     options = ClusterOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                              gpus_per_worker=args.gpus_per_worker, address=args.address, storage=args.storage,
-                             max_failures=args.max_failures, experiment=args.experiment)
+                             max_failures=args.max_failures, experiment=args.experiment,
+                             tracking_uri=args.tracking_uri, restart=args.restart)
     result = None
     for stage in stage_configs(cfg):
         result = train_on_ray(stage, options, handoff=result.checkpoint if result else None)
@@ -57,14 +79,15 @@ def _train(args) -> int:
 
 def _data(args) -> int:
     from .data import inspect_dataset
+    from .data.resolve import resolve_dataset_spec  # cifar10/cifar100 name the mirror, as in configs
 
     if args.data_command == "inspect":
-        info = inspect_dataset(args.spec, sample=args.sample)
+        info = inspect_dataset(resolve_dataset_spec(args.spec), sample=args.sample)
         print(info.to_json() if args.json else info.summary())
         return 0
     from .data.shards import write_shards
 
-    index = write_shards(args.src, args.dst, args.shard_size)
+    index = write_shards(resolve_dataset_spec(args.src), args.dst, args.shard_size)
     counts = ", ".join(f"{split} {table['count']}" for split, table in index["splits"].items())
     print(f"{args.dst}: {len(index['shards'])} shards, {len(index['classes'])} classes ({counts}) + index.json")
     return 0
@@ -72,7 +95,13 @@ def _data(args) -> int:
 
 def _evaluate(args) -> int:
     from .loop.evaluate import evaluate_checkpoint
+    from .loop.preflight import saved_config
 
+    check_device(args.device, "--device")
+    for path in args.checkpoints:  # every checkpoint is readable and its config valid before any is evaluated
+        saved_config(path)
+    if args.plot_dir and Path(args.plot_dir).exists() and not Path(args.plot_dir).is_dir():
+        raise ValueError(f"--plot-dir: {args.plot_dir!r} exists and is not a folder")
     results = [evaluate_checkpoint(path, args.budgets, args.device, bool(args.predictions)) for path in args.checkpoints]
     if args.predictions:
         from .loop.evaluate import write_predictions
@@ -87,6 +116,9 @@ def _evaluate(args) -> int:
         return 0
     for result in results:
         print(f"{result['run']} ({result['technique']}, {result['model']})")
+        if "subnets" in result:
+            _print_subnets(result)
+            continue
         print(f"{'exit':>4}  {'MMACs':>9}  {'top1':>6}  {'top5':>6}")
         for k, macs in enumerate(result["exit_macs"]):
             print(f"{k + 1:>4}  {macs / 1e6:>9.2f}  {result['anytime']['top1'][k]:>6.2f}  {result['anytime']['top5'][k]:>6.2f}")
@@ -94,6 +126,19 @@ def _evaluate(args) -> int:
         for budget, acc in zip(result["budgeted"]["budgets"], result["budgeted"]["accuracy_at_budgets"]):
             print(f"  at {budget / 1e6:.2f} MMACs: " + ("outside the curve" if acc is None else f"{acc:.2f}%"))
     return 0
+
+
+def _print_subnets(result: dict) -> None:
+    """An ADN report: every sub-network, the held-out Pareto front and the choice per budget."""
+    print(f"{'skip':>8}  {'MMACs':>9}  {'holdout top1':>12}  {'test top1':>9}  {'test top5':>9}")
+    for row in result["subnets"]:
+        print(f"{row['skip']:>8}  {row['macs'] / 1e6:>9.2f}  {row['holdout_top1']:>12.2f}  {row['test_top1']:>9.2f}  "
+              f"{row['test_top5']:>9.2f}")
+    print("Pareto front (held-out top-1 vs MACs, cheapest first): " + " ".join(result["pareto_front"]))
+    for entry in result["budgets"]:
+        choice = entry["choice"]
+        print(f"  at {entry['budget'] / 1e6:.2f} MMACs: " +
+              ("no sub-network fits" if choice is None else f"{choice['skip']} ({choice['test_top1']:.2f}% test)"))
 
 
 def _export(args) -> int:
@@ -114,38 +159,90 @@ def format_output_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def check_device(choice: str, field: str) -> None:
+    if choice == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"{field}: cuda was asked for but no CUDA device is visible")
+
+
+def _int_between(low: int, high: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+    return convert
+
+
+_positive_int = _int_between(1, 10_000)
+
+
+def _budgets(text: str) -> list[float]:
+    """Comma-separated positive, finite multiply-add budgets."""
+    try:
+        values = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 20e6,40e6, got {text!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"budgets must be positive finite numbers, got {text!r}")
+    return values
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags are one line on stderr (`adaptnet: error: ...`, exit 2), not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"adaptnet: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adaptnet", description=__doc__)
+    p = OneLineParser(prog="adaptnet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the registered model configs")
     c = sub.add_parser("costs", help="cumulative multiply-adds and parameters per exit")
     c.add_argument("model")
-    c.add_argument("--num-classes", type=int, default=None, help="default: the config's dataset")
-    c.add_argument("--input-size", type=int, default=None, help="default: 32 for CIFAR configs, 224 for ImageNet")
+    c.add_argument("--num-classes", type=_int_between(1, 100_000), default=None, help="default: the config's dataset")
+    c.add_argument("--input-size", type=_int_between(1, 4096), default=None,
+                   help="default: 32 for CIFAR configs, 224 for ImageNet")
     c.add_argument("--torchvision", dest="convention", action="store_const", const="torchvision",
                    help="plain conv + linear (+ attention) multiply-adds, no ReLU, pooling or bias ops")
     c.add_argument("--reference", dest="convention", action="store_const", const="reference",
                    help="the MSDNet counter's convention (default for MSDNet; ADN defaults to torchvision's)")
+    c.add_argument("--ptflops", dest="convention", action="store_const", const="ptflops",
+                   help="ptflops's convention: adds norm, activation, pooling and bias ops (MobileNetV2-ADN's default)")
     c.add_argument("--json", action="store_true")
     t = sub.add_parser("train", help="train one run from a YAML config or preset")
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
     t.add_argument("--dry-run", action="store_true", help="validate, inspect the dataset, print the plan; write nothing")
+    t.add_argument("--restart", action="store_true",
+                   help="the run directory holds another run: archive it to <name>.archived-<time>, then start anew")
     ray_args = t.add_argument_group("on a Ray cluster (Ray Train; given --workers)")
     ray_args.add_argument("--workers", type=_positive_int, help="Ray Train workers (DDP); omit to train in this process")
-    ray_args.add_argument("--cpus-per-worker", type=float, default=1.0)
-    ray_args.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ray_args.add_argument("--cpus-per-worker", type=_finite_float, default=1.0)
+    ray_args.add_argument("--gpus-per-worker", type=_finite_float, default=0.0)
     ray_args.add_argument("--address", help="join this Ray cluster (e.g. auto, 10.0.0.1:6379); default: a local one")
     ray_args.add_argument("--storage", help="checkpoint storage: a folder or s3://bucket/prefix (default ./ray_results)")
-    ray_args.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    ray_args.add_argument("--max-failures", type=_int_between(-1, 1000), default=2,
+                          help="worker-group restarts from the last checkpoint (-1: no limit)")
     ray_args.add_argument("--experiment", default="adaptnet", help="MLflow experiment")
+    ray_args.add_argument("--tracking-uri", help="MLflow: http(s)://, sqlite:/// or postgresql:// "
+                                                 "(default $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     sub.add_parser("presets", help="list the shipped run configs")
     d = sub.add_parser("data", help="dataset tools: inspect a spec, write tar shards")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -159,7 +256,7 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--shard-size", type=_positive_int, default=1000, help="images per shard")
     e = sub.add_parser("evaluate", help="anytime and budgeted evaluation of checkpoints (held-out thresholds)")
     e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
-    e.add_argument("--budgets", type=lambda s: [float(b) for b in s.split(",")], default=[],
+    e.add_argument("--budgets", type=_budgets, default=[],
                    help="comma-separated multiply-add budgets to interpolate accuracy at, e.g. 20e6,40e6")
     e.add_argument("--plot-dir", help="write anytime.png and budgeted.png here, all checkpoints overlaid")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -192,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return {"costs": _costs, "train": _train, "evaluate": _evaluate, "data": _data, "export": _export}[args.command](args)
     except (ConfigError, DataError, CheckpointError, ValueError) as err:
-        print(f"adaptnet: error: {err}", file=sys.stderr)
+        print(f"adaptnet: error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """An error message as one line, whatever the raiser wrote."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Ray Tune sweeps on a real local Ray cluster with real CIFAR-10 subsets and MLflow (sqlite)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import ray
 from adaptnet.cluster.spaces import ADNSpace, ExitWeightSpace, OptimSpace
 from adaptnet.cluster.sweep import (FINAL_MARK, SCORE, Objective, SweepSpec, child_runs, concurrency,
                                     finished_summary, run_sweep, with_overrides)
-from adaptnet.cluster.tracking import client, find_or_create_run
+from adaptnet.cluster.tracking import client, find_or_create_run, search_exact
 from adaptnet.loop import build_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,14 +30,24 @@ def _base(spec_path, *overrides, preset="cifar10-smoke"):
     return tree
 
 
-def _spec(tmp_path, name, base, **kwargs):
-    return SweepSpec(name=name, base=base, storage=str(tmp_path / "store"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+def _spec(tmp_path, name, base, tracking_uri=None, **kwargs):
+    return SweepSpec(name=name, base=base, storage=str(tmp_path / "store"),
+                     tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
                      experiment="sweep-tests", scratch=str(tmp_path / "scratch"), **kwargs)
 
 
-def test_optuna_sweep_runs_four_trials_at_once_with_one_child_run_each(tmp_path, cifar10_spec, ray_cluster):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracking_uri(request, tmp_path):
+    """The sweep's tracking store: sqlite (the local default), or an MLflow server over a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return request.getfixturevalue("pg_mlflow_server").uri
+
+
+def test_optuna_sweep_runs_four_trials_at_once_with_one_child_run_each(tmp_path, cifar10_spec, ray_cluster,
+                                                                      tracking_uri):
     base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=2")
-    spec = _spec(tmp_path, "overlap", base, space=OptimSpace() + ExitWeightSpace(num_exits=3, scheme="power"),
+    spec = _spec(tmp_path, "overlap", base, tracking_uri, space=OptimSpace() + ExitWeightSpace(num_exits=3, scheme="power"),
                  num_samples=4)
     assert concurrency(spec, ray.cluster_resources()) == 4  # 4 CPUs, 1 per single-worker trial
     result = run_sweep(spec)
@@ -181,8 +192,9 @@ def test_sweep_scripts_reject_bad_flags_in_one_line():
         assert field in done.stderr and len(done.stderr.strip().splitlines()) <= 2, done.stderr
 
 
-def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path, cifar10_spec, ray_head):
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path, cifar10_spec, ray_head,
+                                                                       tracking_uri):
+    tracking = tracking_uri
     command = ["sweeps/exit_weights.py", "--preset", "smoke", "--trials", "4", "--max-concurrent", "2", "--no-asha",
                "--dataset", cifar10_spec, "--address", ray_head.address, "--storage", str(tmp_path / "store"),
                "--tracking-uri", tracking, "--name", "restore-drill",
@@ -197,7 +209,8 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
     deadline = time.time() + 600
     while time.time() < deadline and not finished_before:  # kill once a trial has finished and others run
         time.sleep(1)
-        experiment = mlflow.get_experiment_by_name("adaptnet-sweeps") if (tmp_path / "mlflow.db").exists() else None
+        local_db_missing = tracking.startswith("sqlite") and not (tmp_path / "mlflow.db").exists()
+        experiment = None if local_db_missing else mlflow.get_experiment_by_name("adaptnet-sweeps")
         runs = mlflow.search_runs([experiment.experiment_id], "tags.`adaptnet.trial_id` != ''") if experiment else []
         finished_before = {r.info.run_id: r.info.end_time for r in runs if r.info.status == "FINISHED"}
         assert driver.poll() is None, driver.stdout.read()
@@ -209,7 +222,7 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "restoring the sweep" in done.stdout + done.stderr
     experiment = mlflow.get_experiment_by_name("adaptnet-sweeps")
-    (parent,) = mlflow.search_runs([experiment.experiment_id], "attributes.run_name = 'restore-drill'")
+    (parent,) = search_exact(mlflow, [experiment.experiment_id], {"attributes.run_name": "restore-drill"})
     children = child_runs(tracking, parent.info.run_id)
     assert len(children) == 4 and len({r.data.tags["adaptnet.trial_id"] for r in children}) == 4
     assert {r.info.status for r in children} == {"FINISHED"}
@@ -218,3 +231,73 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
             assert run.info.end_time == finished_before[run.info.run_id]
         steps = [m.step for m in mlflow.get_metric_history(run.info.run_id, "epoch")]
         assert sorted(steps) == [1, 2, 3]
+
+
+def test_a_stage_equal_in_two_arms_trains_once_with_the_results_of_training_it_twice(tmp_path, cifar10_spec,
+                                                                                    ray_cluster, capsys):
+    """IMTA's stage 1 is the GE arm's run of the same seed: shared, 2 of the 6 stages are copied, not trained."""
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=1", preset="cifar10-imta")
+    arms = {"ge": {"technique": "multi_exit", "model.ge_scope": "coarsest"},
+            "imta": {"technique": "imta_two_stage", "model.ge_scope": "coarsest"}}
+    sweeps = {share: run_sweep(_spec(tmp_path, f"stages-{'shared' if share else 'own'}", base, arms=arms,
+                                     grid={"arm": ["ge", "imta"], "seed": [0, 1]}, share_stages=share))
+              for share in (True, False)}
+    shared, own = ({t.name: t.metrics for t in sweeps[share].trials} for share in (True, False))
+    assert sum(m["final/stages_trained"] for m in own.values()) == 6
+    assert sum(m["final/stages_trained"] for m in shared.values()) == 4
+    assert sum(m["final/stages_reused"] for m in shared.values()) == 2
+    out = capsys.readouterr().out
+    assert "stages trained: 4; reused from storage instead of training again: 2" in out
+    # progress a person can follow: trial k/N with arm, seed and stage; the sweep's elapsed and remaining time
+    assert re.search(r"\[stages-shared\] trial [1-4]/4, arm imta, seed 1: started \(stage1 1 epochs, stage2 1 epochs\)", out)
+    assert re.search(r"trial [1-4]/4, arm imta, seed 0, stage2: epoch 1/1, held-out score [\d.]+ \| sweep: \d/4 epochs, "
+                     r"\d+m\d\ds elapsed, ~\d+m\d\ds left", out)  # 6 stage-epochs, 4 of them distinct
+    assert len(re.findall(r"\[stages-own\] trial [1-4]/4, arm \w+, seed \d: finished", out)) == 4
+    assert re.search(r"\| sweep: 6/6 epochs", out)
+    finals = lambda m: {k: v for k, v in m.items() if k.startswith("final/") and "stages_" not in k}  # noqa: E731
+    assert sorted(shared) == sorted(own) == ["ge-s0", "ge-s1", "imta-s0", "imta-s1"]
+    for name in own:  # bit-identical, not approximately equal
+        differ = {k: (v, finals(own[name]).get(k)) for k, v in finals(shared[name]).items() if finals(own[name]).get(k) != v}
+        assert not differ and len(finals(own[name])) > 10, (name, differ)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    reused = [r for r in child_runs(uri, sweeps[True].parent_run_id) if r.data.metrics.get("final/stages_reused")]
+    for run in reused:  # a copied stage's epochs reach MLflow as if trained (IMTA: stage 1's, then stage 2's)
+        steps = sorted(m.step for m in client(uri).get_metric_history(run.info.run_id, "epoch"))
+        assert steps == ([1, 2] if run.data.tags["adaptnet.arm"] == "imta" else [1]), run.data.tags["adaptnet.arm"]
+
+
+def test_mlflow_server_restarted_mid_sweep_loses_and_duplicates_no_metric(tmp_path, cifar10_spec, ray_cluster,
+                                                                          pg_mlflow_server):
+    """The PostgreSQL-backed server goes down after the first epochs are logged and comes back on the same
+    store: every epoch and final metric of every trial is there exactly once."""
+    import threading
+
+    base = _base(cifar10_spec, *TINY_MSDNET, "data.train_subset=256", "train.epochs=3")
+    spec = _spec(tmp_path, "restart", base, pg_mlflow_server.uri, grid={"optim.lr": [0.1, 0.05]}, max_concurrent=2)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=run_sweep(spec)))
+    runner.start()
+    mlflow = client(pg_mlflow_server.uri)
+    deadline = time.time() + 600
+    logged = []
+    while time.time() < deadline and not logged and runner.is_alive():
+        try:
+            runs = mlflow.search_runs([mlflow.get_experiment_by_name("sweep-tests").experiment_id],
+                                      "tags.`adaptnet.trial_id` != ''")
+            logged = [r for r in runs if mlflow.get_metric_history(r.info.run_id, "epoch")]
+        except Exception:  # noqa: BLE001 — not created yet
+            pass
+        time.sleep(0.5)
+    assert logged, "no epoch was logged in time"
+    pg_mlflow_server.stop()              # down while epochs 2, 3 and the final evaluations run
+    time.sleep(5)
+    pg_mlflow_server.start()             # back, same PostgreSQL store
+    runner.join(timeout=900)
+    result = outcome["result"]
+    assert [t.status for t in result.trials] == ["FINISHED"] * 2
+    children = child_runs(spec.tracking_uri, result.parent_run_id, "restart")
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    for run in children:
+        for key in ("epoch", "train/loss", "test/top1_exit3", SCORE):
+            assert sorted(m.step for m in mlflow.get_metric_history(run.info.run_id, key)) == [1, 2, 3], key
+        assert len(mlflow.get_metric_history(run.info.run_id, "final/holdout_top1_mean")) == 1

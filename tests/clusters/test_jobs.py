@@ -12,24 +12,21 @@ import yaml
 from conftest import MlflowServer, RayHead
 
 from adaptnet.cluster.sweep import NODE_TAG, child_runs
-from adaptnet.cluster.tracking import client
+from adaptnet.cluster.tracking import client, search_exact
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _submit_smoke_sweep(head: RayHead, tmp_path: Path, spec: str, tracking_uri: str, name: str) -> tuple[str, float]:
+    head.wait_for_job_agent()  # a fresh head answers "No available agent to submit job" until its agent registers
     started = time.perf_counter()
-    for attempt in range(30):  # a fresh head answers "No available agent to submit job" until its agent registers
-        submission = f"{name}-{uuid.uuid4().hex[:6]}"
-        done = subprocess.run(
-            [RAY, "job", "submit", "--address", head.dashboard, "--submission-id", submission,
-             "--runtime-env", "clusters/runtime_env.yaml", "--", "python", "sweeps/ge_vs_baseline.py", "--preset",
-             "smoke", "--dataset", spec, "--storage", str(tmp_path / "store"), "--tracking-uri", tracking_uri,
-             "--name", name], cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1500)
-        if "No available agent" not in done.stderr:
-            break
-        time.sleep(3)
+    submission = f"{name}-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(
+        [RAY, "job", "submit", "--address", head.dashboard, "--submission-id", submission,
+         "--runtime-env", "clusters/runtime_env.yaml", "--", "python", "sweeps/ge_vs_baseline.py", "--preset",
+         "smoke", "--dataset", spec, "--storage", str(tmp_path / "store"), "--tracking-uri", tracking_uri,
+         "--name", name], cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1500)
     runtime = time.perf_counter() - started
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     return submission, runtime
@@ -38,7 +35,7 @@ def _submit_smoke_sweep(head: RayHead, tmp_path: Path, spec: str, tracking_uri: 
 def _parent_and_children(tracking_uri: str, name: str):
     mlflow = client(tracking_uri)
     experiment = mlflow.get_experiment_by_name("adaptnet-sweeps")
-    (parent,) = mlflow.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
+    (parent,) = search_exact(mlflow, [experiment.experiment_id], {"attributes.run_name": name})
     return parent, child_runs(tracking_uri, parent.info.run_id)
 
 

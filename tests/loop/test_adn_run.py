@@ -40,3 +40,23 @@ def test_adn_technique_needs_an_adaptive_depth_model():
         load_config("cifar10-resnet56-adn", ["model.name=msdnet_cifar_anytime"])
     with pytest.raises(ConfigError, match="^model.ge_scope"):
         load_config("cifar10-resnet56-adn", ["model.ge_scope=all"])
+
+
+@pytest.mark.parametrize("preset,stages", [("cifar10-mbv2-adn", 5), ("cifar10-swin-adn", 3)])
+def test_new_adn_families_train_and_evaluate_through_the_cli(tmp_path, cifar10_spec, capsys, preset, stages):
+    from adaptnet.cli import main
+
+    assert main(["train", preset, f"output_dir={tmp_path}", f"data.dataset={cifar10_spec}", "data.train_subset=64",
+                 "data.holdout=32", "data.test_subset=32", "train.epochs=1", "train.batch_size=32",
+                 "train.eval_batch_size=32", "train.progress=false"]) == 0
+    run_dir = next(p.parent.parent for p in tmp_path.rglob("best.pt"))
+    capsys.readouterr()
+    assert main(["evaluate", str(checkpoint_path(run_dir)), "--device", "cpu", "--budgets", "1e12"]) == 0
+    text = capsys.readouterr().out
+    rows = [line.split() for line in text.splitlines() if line.split() and set(line.split()[0]) <= {"T", "F"}
+            and len(line.split()[0]) == stages]
+    assert len(rows) == 2 ** stages and rows[0][0] == "F" * stages and rows[-1][0] == "T" * stages
+    assert float(rows[0][1]) > float(rows[-1][1])  # the base-net is cheaper
+    front = text.split("Pareto front", 1)[1].splitlines()[0].split(":", 1)[1].split()
+    assert front and set(front) <= {r[0] for r in rows}
+    assert "at 1000000.00 MMACs: " in text

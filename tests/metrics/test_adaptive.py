@@ -90,6 +90,18 @@ def test_curve_area_and_interpolation():
     assert outside is None and min(accs) <= inside <= max(accs)
 
 
+def test_curve_area_is_cost_weighted_not_a_plain_mean():
+    """Unevenly spaced costs: the area is the trapezoid integral over cost divided by the cost range."""
+    from adaptnet.metrics.adaptive import BudgetPoint
+
+    points = [BudgetPoint(q=q, cost=c, accuracy=a, exit_counts=[], thresholds=[])
+              for q, c, a in ((0.1, 1.0, 50.0), (0.2, 2.0, 60.0), (0.3, 10.0, 90.0))]
+    # (50+60)/2·1 + (60+90)/2·8 over a width of 9; the plain mean would be 66.67, the trapezoid mean
+    # of the three accuracies 65.
+    assert curve_area(points) == pytest.approx((55.0 * 1 + 75.0 * 8) / 9)
+    assert curve_area(points[::-1]) == pytest.approx(curve_area(points))  # sorted by cost first
+
+
 @pytest.mark.parametrize("wrap_imta", [False, True])
 def test_real_early_exit_equals_simulated_sample_by_sample(wrap_imta):
     torch.manual_seed(0)

@@ -114,3 +114,22 @@ def test_costs_command_prints_json():
     assert [e["exit"] for e in report["exits"]] == [1, 2, 3, 4, 5]
     assert report["exits"][-1]["macs"] / 1e6 == pytest.approx(58.48, rel=0.005)
     assert report["exits"][0]["params"] / 1e6 == pytest.approx(0.300, rel=0.005)
+
+
+def test_ptflops_convention_adds_norm_activation_pooling_and_bias_ops():
+    """By hand on conv(3→4, 3×3, 8×8) → BN → ReLU6 → global pool → linear(4→5): torchvision keeps the
+    6912 + 20 multiply-adds; ptflops adds 2 per BN element, 1 per ReLU6 element, the pooled elements and the
+    linear's 5 biases (how MobileNetV2's 0.30 G becomes the ADN paper's 0.32 G)."""
+    from adaptnet.metrics.costs import _Meter
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU6(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    counts = {}
+    for convention in ("torchvision", "ptflops"):
+        with _Meter(net, convention) as meter:
+            net(torch.zeros(1, 3, 8, 8))
+            counts[convention] = meter.read()
+    assert counts["torchvision"] == (6912 + 20, 108 + 8 + 25)  # parameters: conv, BN affine, linear
+    assert counts["ptflops"][0] == 6912 + 20 + 2 * 256 + 256 + 256 + 5
+    with pytest.raises(ValueError, match="^convention"):
+        _Meter(net, "thop")

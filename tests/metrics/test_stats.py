@@ -41,3 +41,42 @@ def test_comparison_rows_and_tables():
     text, markdown = table_text(rows), table_markdown(rows)
     assert "61.00 ± 23.70" in text and "+1.00" in text and "[-1.48, +3.48]" in text
     assert markdown.splitlines()[0].startswith("| metric | arm |") and markdown.count("\n") == 3
+
+
+def test_seeds_needed_and_the_verdict_match_hand_computations():
+    from adaptnet.metrics.stats import seeds_needed, verdict
+
+    # sd 1, effect 1: t(0.975, 5)/√6 = 2.570582/2.449490 = 1.0494 > 1; t(0.975, 6)/√7 = 2.446912/2.645751 = 0.9248
+    assert seeds_needed(1.0, 1.0) == 7
+    assert seeds_needed(float("nan"), 1.0) is None and seeds_needed(0.0, 1.0) == 2
+    results = {"baseline": {0: {"exit1": 50.0}, 1: {"exit1": 60.0}, 2: {"exit1": 70.0}},
+               "ge": {0: {"exit1": 51.0}, 1: {"exit1": 62.0}, 2: {"exit1": 70.0}}}       # Δ 1, 2, 0: sd 1
+    rows = comparison_rows(results, ["exit1"], baseline="baseline")
+    assert "detectable |Δ|" in table_text(rows) and " 2.48" in table_text(rows)     # 4.302653·1/√3
+    said = verdict(rows, "baseline", effect=1.0, scale_hint="or --preset paper-cifar100 on GPUs")
+    assert said.splitlines() == [
+        "No arm differs from baseline at 95% on any metric with 3 paired seeds.",
+        "These seeds could detect only paired differences of 2.48 to 2.48 points (t(0.975, n−1)·s_d/√n).",
+        "Detecting 1 point at this spread would take 7 to 7 paired seeds; or --preset paper-cifar100 on GPUs."]
+    results["ge"] = {0: {"exit1": 51.0}, 1: {"exit1": 61.1}, 2: {"exit1": 70.9}}     # Δ 1, 1.1, 0.9: sd 0.1
+    said = verdict(comparison_rows(results, ["exit1"], baseline="baseline"), "baseline")
+    # half width 4.302653·0.1/√3 = 0.248414: [0.75, 1.25] excludes 0
+    assert said.startswith("Differs from the baseline at 95%: ge on exit1 (Δ +1.00 [+0.75, +1.25])")
+
+
+def test_a_row_never_loses_a_seed_silently():
+    from adaptnet.metrics.stats import row_notes, table_csv_rows
+
+    results = {"baseline": {0: {"@20M": 40.0}, 1: {"@20M": 42.0}, 2: {"@20M": 44.0}},
+               "ge": {0: {"@20M": 41.0}, 1: {}, 2: {"@20M": 45.0}},
+               "imta": {0: {}, 1: {}, 2: {}}}
+    why = lambda arm, seed, metric: f"budget {metric} outside seed {seed}'s cost curve"  # noqa: E731
+    rows = comparison_rows(results, ["@20M"], baseline="baseline", reason=why)
+    ge, imta = rows[1], rows[2]
+    assert ge["interval"].n == 2 and ge["missing"] == {1: "budget @20M outside seed 1's cost curve"}
+    assert ge["diff"].n == 2 and ge["diff"].mean == 1.0 and ge["diff"].half_width == 0  # Δ 1, 1
+    assert imta["interval"] is None and sorted(imta["missing"]) == [0, 1, 2]  # kept, shown as "-"
+    text = table_text(rows)
+    assert "2/3*" in text and "0/3*" in text
+    assert row_notes(rows)[0] == "* @20M, ge: 2 of 3 seeds: seed 1: budget @20M outside seed 1's cost curve"
+    assert table_csv_rows(rows)[1]["missing"] == "seed 1: budget @20M outside seed 1's cost curve"

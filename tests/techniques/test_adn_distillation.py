@@ -40,6 +40,7 @@ def test_each_parameter_group_gets_gradient_from_its_loss_only():
     after_ce, after_kd = after
     skippable = {f"stages.{s}.{b}." for s, b, blk in model.blocks_with_position() if blk.skippable}
     nonzero = lambda g: g is not None and float(g.abs().sum()) > 0
+    assert any("norm_skip" in name for name in after_kd) and skippable  # the groups below are not empty
     for name in after_kd:
         in_skippable = any(name.startswith(prefix) for prefix in skippable)
         if "norm_skip" in name:  # the student's norms: KD only
@@ -70,3 +71,17 @@ def test_ablations_ce_student_and_random_student():
     task = SuperBaseDistillation(student="random")
     picked = {task._student_skip(3) for _ in range(200)}
     assert (False, False, False) not in picked and len(picked) == 7
+
+
+def test_the_student_is_the_mandatory_blocks_alone():
+    """The KD student (base-net) is the stem, the mandatory blocks with their twins, and the head, computed
+    by hand here: a skipped block is the identity, not run in any form."""
+    torch.manual_seed(0)
+    model = adaptnet.create_model("resnet56_adn", 10).train()
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    out = SuperBaseDistillation()(model, images, labels)
+    h = model.stem(images)
+    for _, _, block in model.blocks_with_position():
+        if not block.skippable:
+            h = block(h, True)
+    torch.testing.assert_close(out.outputs["base"], model.fc(torch.flatten(model.pool(h), 1)), rtol=0, atol=1e-6)

@@ -33,7 +33,7 @@ def accuracy_cost_rows(run_dir: Path) -> list[dict]:
 def log_run_artifacts(tracking_uri: str, run_id: str, cfg: RunConfig) -> None:
     from ..metrics.plots import plot_accuracy_cost
 
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     run_dir = cfg.run_dir
     rows = accuracy_cost_rows(run_dir)
     with tempfile.TemporaryDirectory() as folder:

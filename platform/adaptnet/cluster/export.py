@@ -112,7 +112,7 @@ def export(checkpoint: str, out: str, budgets: list[float] | None, skip: str | N
     """`adaptnet export`: every check runs before anything is written."""
     import os
 
-    from .sweep import git_commit
+    from .sweep_runs import git_commit
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's output, not a notebook's
     target = Path(out)

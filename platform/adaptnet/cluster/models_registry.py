@@ -78,7 +78,7 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
     first) under `adaptnet-<sweep>`; returns {alias: version}. Trials without a LoggedModel are skipped."""
     from mlflow.exceptions import MlflowException
 
-    from .sweep import TRIAL_TAG, child_runs
+    from .sweep_runs import TRIAL_TAG, child_runs
 
     runs_by_trial = {r.data.tags.get(TRIAL_TAG): r for r in child_runs(tracking_uri, result.parent_run_id, result.name)}
     if len(result.objectives) == 1:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from .sweep import SCORE, SweepResult, TrialSummary
+from .sweep_spec import SweepResult, TrialSummary
+from .trial_results import SCORE
 from .tracking import client, metric_key
 
 
@@ -90,7 +91,7 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
         (folder / "pareto_front.md").write_text(markdown(front))
     for name, text in dict(extra_files).items():
         (folder / name).write_text(text)
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     for path in sorted(folder.iterdir()):
         mlflow.log_artifact(result.parent_run_id, str(path), artifact_path=result.name)
     if best:

@@ -17,6 +17,8 @@ CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=200
 # Slots for the drivers of multi-worker trials (their workers reserve the CPUs): without them a driver's
 # sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
 LOCAL_RESOURCES = {"trial_driver": 64}
+# Every trial's epoch lines, not "[repeated 2x across cluster]"; Ray reads this once, when it is imported.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def parser(description: str, presets: dict[str, Preset], default: str) -> argpar
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default="adaptnet-sweeps", help="MLflow experiment")
+    p.add_argument("--no-stage-sharing", dest="share_stages", action="store_false",
+                   help="train every trial's stages itself, even those equal to another trial's (e.g. IMTA's stage 1 "
+                        "and the GE arm's run of a seed); default: trained once, shared through --storage")
     return p
 
 
@@ -112,7 +117,8 @@ def resolved(args, preset: Preset) -> dict[str, Any]:
             "cpus_per_worker": args.cpus_per_worker or preset.cpus_per_worker,
             "gpus_per_worker": preset.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker,
             "max_concurrent": args.max_concurrent, "storage": args.storage,
-            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment}
+            "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment,
+            "share_stages": args.share_stages}
 
 
 def _absolute_sqlite(uri: str | None) -> str:
@@ -124,13 +130,30 @@ def _absolute_sqlite(uri: str | None) -> str:
     return uri
 
 
+def preflight(args, base: dict, tracking_uri: str) -> None:
+    """Everything a sweep needs that can be checked here, before `ray.init` and before any MLflow run: the
+    sweep name, the dataset, per-trial resources, the tracking server, storage and the Ray address."""
+    from ..loop.config import safe_name
+    from ..loop.preflight import check_dataset
+    from .preflight import check_cluster, check_resources
+
+    if args.name is not None:
+        try:
+            safe_name(args.name)
+        except ValueError as err:
+            raise SweepArgumentError(f"--name: {err} (got {args.name!r})") from None
+    check_dataset(base["data"]["dataset"], "--dataset" if args.dataset else "data.dataset")
+    check_resources(args.cpus_per_worker, args.gpus_per_worker)
+    field = "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI"
+    check_cluster(tracking_uri, field, args.address, args.storage, args.experiment)
+
+
 def connect(args) -> None:
     """Joins the given Ray cluster, or starts a private local one (never attaching to a stray cluster)."""
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's epoch lines, not "[repeated 2x across cluster]"
     from .ray_runtime import runtime_env
 
     if args.address:
@@ -185,12 +208,14 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
 
         preset = presets[args.preset]
         base = base_tree(args, preset)
+        where = resolved(args, preset)
+        preflight(args, base, where["tracking_uri"])
         spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
                          space=make_space(args, base), num_samples=args.trials or preset.trials,
                          objectives=tuple((objectives(args) if callable(objectives) else objectives)
                                           or (Objective(SCORE, "max"),)), asha=getattr(args, "asha", False),
                          seed=args.seed, budgets=tuple(budgets(base) if budgets else ()),
-                         latency_batches=tuple(args.latency_batches), **resolved(args, preset))
+                         latency_batches=tuple(args.latency_batches), **where)
         spec.asha = spec.asha and len(spec.objectives) == 1  # ASHA stops on the score alone
         validate(spec)
         connect(args)

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..loop.checkpoint import load_checkpoint
 from .ray_runtime import runtime_env
 from .storage import storage_target
 from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
+from .trial_results import SCORE, final_result, final_summary, log_final, score
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SELECTED_FILE = "selected.pt"    # in a run's final checkpoint: the held-out-best one, which a later stage starts from
@@ -36,6 +38,7 @@ class ClusterOptions:
     max_failures: int = 2
     tracking_uri: str | None = None      # default MLFLOW_TRACKING_URI or ./mlflow.db
     experiment: str = "adaptnet"
+    restart: bool = False                # archive an earlier run of this name (storage and MLflow) first
 
 
 def absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -79,14 +82,19 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions, handoff=None):
     from ray.train.torch import TorchTrainer
 
     from ..loop.config import micro_batch
+    from .preflight import check_cluster
 
     cfg = absolute_paths(cfg)
     micro_batch(cfg, options.workers)  # the global batch must divide over the workers: fail before Ray starts
-    storage_path, filesystem = storage_target(options.storage)
     tracking_uri = resolve_tracking_uri(options.tracking_uri)
+    check_cluster(tracking_uri, "--tracking-uri", options.address, options.storage, options.experiment)
+    storage_path, filesystem = storage_target(options.storage)
+    if options.restart:
+        archive_storage(storage_path, filesystem, cfg.name)
     run_id = find_or_create_run(tracking_uri, options.experiment, run_key=f"{storage_path}/{cfg.name}",
                                 run_name=cfg.name, params={**flatten(cfg.model_dump()), **batch_params(cfg, options.workers)},
-                                tags={"adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name})
+                                tags={"adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name},
+                                restart=options.restart)
     if not ray.is_initialized():
         ray.init(address=options.address or "local", runtime_env=runtime_env())
     data_kwargs, data_config = trainer_data(cfg)
@@ -112,6 +120,17 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions, handoff=None):
         raise
     client(tracking_uri).set_terminated(run_id, "FINISHED")
     return result
+
+
+def archive_storage(storage_path: str, filesystem, name: str) -> None:
+    """`--restart`: Ray Train resumes from `<storage>/<name>`; move a local one aside (S3 cannot be renamed)."""
+    folder = Path(storage_path) / name
+    if filesystem is not None or storage_path.startswith("s3://"):
+        from ..loop import ConfigError
+
+        raise ConfigError(f"--restart: S3 storage {storage_path!r} cannot be archived in place; use a new name")
+    if folder.exists():
+        folder.rename(folder.with_name(f"{name}.archived-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"))
 
 
 def worker_loop(config: dict) -> None:
@@ -179,8 +198,6 @@ def report_final(cfg: RunConfig, tracking_uri: str, run_id: str, budgets: list[f
     (ray.train.report is a barrier)."""
     import ray.train
 
-    from .sweep import final_result, final_summary, log_final
-
     if rank != 0:
         ray.train.report({})
         return
@@ -229,8 +246,6 @@ class EpochReporter:
             ray.train.report({"epoch": metrics["epoch"]})
             return
         if self.step_offset is not None:  # a sweep trial: global steps and the score Tune schedules on
-            from .sweep import SCORE, score
-
             metrics = {**metrics, "step": self.step_offset + int(metrics["epoch"]), SCORE: score(metrics)}
         self.logger.add(metrics)
         self.logger.flush()

@@ -67,8 +67,9 @@ def eval_indices(n_test: int, data_cfg) -> torch.Tensor:
 
 
 def choose_loader(data_cfg, on_ray: bool = False, info: DatasetInfo | None = None) -> str:
-    """`data.loader`, with auto resolved: memory for torchvision's arrays and for datasets whose sampled images
-    share one size and whose decoded pixels fit `memory_limit_gb`; else streaming (ray on Ray, else torch)."""
+    """`data.loader`, with auto resolved: memory for torchvision's arrays, and for folders and archives whose
+    sampled images share one size, whose decoded pixels fit `memory_limit_gb` and whose transform is CIFAR's
+    (the memory loader's batched crop); else streaming (ray on Ray, else torch)."""
     if data_cfg.loader == "ray" and not on_ray:
         raise DataError("data.loader: ray streams through Ray Data and needs a run on Ray (--workers N)")
     if data_cfg.loader != "auto":
@@ -76,7 +77,7 @@ def choose_loader(data_cfg, on_ray: bool = False, info: DatasetInfo | None = Non
     if data_cfg.dataset.lower() in TORCHVISION_SETS:
         return "memory"
     info = info or inspect_dataset(data_cfg.dataset, data_cfg.cache_dir)
-    if info.one_size:
+    if info.one_size and info.format in ("folder", "archive") and data_cfg.transform != "imagenet":
         w = h = _side(info)
         if sum(info.counts.values()) * 3 * w * h <= data_cfg.memory_limit_gb * 1e9:
             return "memory"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from .decode import image_size
 from .errors import DataError
-from .readers import INDEX_FILE, FolderReader, S3FolderReader, ShardReader, _S3Base
+from .readers import INDEX_FILE, FolderReader, S3FolderReader, ShardReader, _S3Base, fetch_s3
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TORCHVISION_SETS = ("cifar10", "cifar100")
@@ -41,8 +41,6 @@ def open_reader(spec: str, cache_root: str | Path | None = None):
                         "use data.loader: memory (or an ImageFolder copy of it)")
     if spec.startswith("s3://"):
         if is_archive(spec):
-            from .sources import fetch_s3
-
             return FolderReader(unpacked(fetch_s3(spec, cache), cache, spec), spec)
         probe = _S3Base(spec.rstrip("/"))
         try:
@@ -190,8 +188,10 @@ def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int
         one = {"sampled": 0, "min": "32×32", "max": "32×32", "median": "32×32", "one_size": True}
         return DatasetInfo(spec, "torchvision", [str(c) for c in range(classes)], {"train": n_train, "test": n_test},
                            {"train": one, "test": one})
-    if is_archive(spec) and not spec.startswith("s3://") and Path(spec).expanduser().is_file():
-        return _inspect_archive(Path(spec).expanduser(), spec, sample)
+    if is_archive(spec) and (spec.startswith("s3://") or Path(spec).expanduser().is_file()):
+        cache = Path(cache_root) if cache_root else default_cache_root()
+        local = fetch_s3(spec, cache) if spec.startswith("s3://") else Path(spec).expanduser()  # once, as for training
+        return _inspect_archive(local, spec, sample)
     reader = open_reader(spec, cache_root)
     listing = reader.listing()
     fmt = {FolderReader: "folder", S3FolderReader: "s3-folder", ShardReader: "shards"}[type(reader)]

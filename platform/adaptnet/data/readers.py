@@ -11,8 +11,10 @@ drawn on indices means the same files in every loader and on every node.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -203,3 +205,35 @@ class ShardReader:
         if len(data) != size:
             raise DataError(f"data.dataset: {self.spec!r} shard {name} is shorter than its index says")
         return data
+
+
+def s3_cache_path(cache: Path, bucket: str, key: str) -> Path:
+    """Where s3://bucket/key is kept: a hash of the URI plus a sanitised file name, so no key (`../x`,
+    `/etc/x`) can point outside the cache."""
+    digest = hashlib.sha1(f"{bucket}/{key}".encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", key.rsplit("/", 1)[-1]).lstrip(".") or "object"
+    return cache / "s3" / digest / name
+
+
+def fetch_s3(uri: str, cache: Path) -> Path:
+    """Downloads s3://bucket/key into the cache unless the cached copy has the same ETag."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key:
+        raise DataError(f"data.dataset: {uri!r} is not of the form s3://bucket/key")
+    target = s3_cache_path(cache, bucket, key)
+    etag_file = target.with_name(target.name + ".etag")
+    try:
+        s3 = s3_client()
+        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+        if target.exists() and etag_file.exists() and etag_file.read_text() == etag:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.part{os.getpid()}")
+        s3.download_file(bucket, key, str(partial))
+    except (BotoCoreError, ClientError) as err:
+        raise DataError(f"data.dataset: cannot fetch {uri!r}: {err}") from None
+    partial.replace(target)
+    etag_file.write_text(etag)
+    return target

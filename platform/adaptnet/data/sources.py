@@ -27,7 +27,7 @@ import torch
 from .catalog import ARCHIVE_SUFFIXES, default_cache_root
 from .decode import decode_rgb
 from .errors import DataError
-from .readers import IMAGE_SUFFIXES
+from .readers import IMAGE_SUFFIXES, fetch_s3, s3_cache_path  # noqa: F401 (s3_cache_path: re-exported)
 
 TEST_SPLIT_NAMES = ("test", "val")
 
@@ -157,37 +157,3 @@ def _torchvision_cifar(name: str, cache: Path) -> dict[str, ImageTensors]:
         splits[split] = ImageTensors(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
     _write_cache(cached, splits)
     return splits
-
-
-def s3_cache_path(cache: Path, bucket: str, key: str) -> Path:
-    """Where s3://bucket/key is kept: a hash of the URI plus a sanitised file name, so no key (`../x`,
-    `/etc/x`) can point outside the cache."""
-    digest = hashlib.sha1(f"{bucket}/{key}".encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", key.rsplit("/", 1)[-1]).lstrip(".") or "object"
-    return cache / "s3" / digest / name
-
-
-def fetch_s3(uri: str, cache: Path) -> Path:
-    """Downloads s3://bucket/key into the cache unless the cached copy has the same ETag."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from .readers import s3_client
-
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or not key:
-        raise DataError(f"data.dataset: {uri!r} is not of the form s3://bucket/key")
-    target = s3_cache_path(cache, bucket, key)
-    etag_file = target.with_name(target.name + ".etag")
-    try:
-        s3 = s3_client()
-        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
-        if target.exists() and etag_file.exists() and etag_file.read_text() == etag:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.part{os.getpid()}")
-        s3.download_file(bucket, key, str(partial))
-    except (BotoCoreError, ClientError) as err:
-        raise DataError(f"data.dataset: cannot fetch {uri!r}: {err}") from None
-    partial.replace(target)
-    etag_file.write_text(etag)
-    return target

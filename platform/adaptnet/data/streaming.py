@@ -97,7 +97,8 @@ class StreamingBatches:
         self.loader = DataLoader(
             files, batch_size=batch_size, sampler=self.sampler, num_workers=workers, collate_fn=_collate,
             pin_memory=self.device.type == "cuda", prefetch_factor=prefetch if workers else None,
-            persistent_workers=workers > 0, multiprocessing_context="forkserver" if workers else None)
+            # the train loader's processes live for the run; evaluation starts its own when it runs
+            persistent_workers=workers > 0 and shuffle, multiprocessing_context="forkserver" if workers else None)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.epoch = epoch

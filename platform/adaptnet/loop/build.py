@@ -7,6 +7,7 @@ from ..models import create_model
 from ..techniques import IMTANet, MultiExitCE, OneForAllKD, SuperBaseDistillation, Task
 from .checkpoint import load_checkpoint
 from .config import RunConfig
+from .ema import eval_weights
 
 
 def build_backbone(cfg: RunConfig, num_classes: int) -> nn.Module:
@@ -20,7 +21,7 @@ def _imta_net(cfg: RunConfig, num_classes: int, frozen: bool) -> IMTANet:
 
 
 def _kd(cfg: RunConfig, teacher: str) -> OneForAllKD:
-    return OneForAllKD(cfg.imta.temperature, cfg.imta.gamma, cfg.imta.kd_reduction, teacher)
+    return OneForAllKD(cfg.imta.temperature, cfg.imta.gamma, cfg.imta.kd_reduction, teacher, cfg.train.label_smoothing)
 
 
 def build_training(cfg: RunConfig, num_classes: int, load_pretrained: bool = True) -> tuple[nn.Module, Task]:
@@ -28,17 +29,17 @@ def build_training(cfg: RunConfig, num_classes: int, load_pretrained: bool = Tru
     (when a full checkpoint of this run will be loaded on top anyway)."""
     if cfg.technique == "multi_exit":
         model = build_backbone(cfg, num_classes)
-        return model, MultiExitCE(cfg.train.exit_weights, model.num_exits)
+        return model, MultiExitCE(cfg.train.exit_weights, model.num_exits, cfg.train.label_smoothing)
     if cfg.technique == "adn_distill":
         a = cfg.adn
         return build_backbone(cfg, num_classes), SuperBaseDistillation(a.alpha, a.temperature, a.top_k, a.student,
-                                                                       a.student_loss)
+                                                                       a.student_loss, cfg.train.label_smoothing)
     if cfg.technique == "imta_joint":
         return _imta_net(cfg, num_classes, frozen=False), _kd(cfg, "live")
     if cfg.technique == "imta_stage2":
         model = _imta_net(cfg, num_classes, frozen=cfg.imta.freeze_backbone)
         if load_pretrained:
             stage1 = load_checkpoint(cfg.imta.stage1_checkpoint)
-            model.backbone.load_state_dict(stage1["model"])
+            model.backbone.load_state_dict(eval_weights(stage1))  # the weights stage 1 was selected with
         return model, _kd(cfg, "stage1")
     raise ValueError(f"technique: {cfg.technique!r} is a pipeline, not a single training run")

@@ -6,14 +6,16 @@ Any problem becomes a `ConfigError` whose message is one line naming the field, 
 from __future__ import annotations
 
 import inspect
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
 
+from ..data.resolve import resolve_dataset_spec
 from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry
 
 
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # finite floats only
 
 
 class ModelConfig(Strict):
@@ -94,11 +96,26 @@ class OptimConfig(Strict):
     weight_decay: NonNegativeFloat = 1e-4
     norm_bias_weight_decay: NonNegativeFloat | None = Field(
         None, description="weight decay of norm weights and biases (1-d parameters); default: weight_decay")
+    embedding_weight_decay: NonNegativeFloat | None = Field(
+        None, description="weight decay of the class token, position embedding and relative position bias table "
+        "(the reference's --transformer-embedding-decay); default: as the other parameters")
     warmup_epochs: float = Field(0, ge=0, description="linear warm-up from warmup_factor·lr")
     warmup_factor: float = Field(0.01, gt=0, le=1)
     schedule: Literal["multistep", "cosine"] = "multistep"
     milestones: list[float] = Field([0.5, 0.75], description="multistep drops, as fractions of the epochs")
     gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: NonNegativeFloat = Field(0.0, description="cosine: the learning rate it ends at (eta_min)")
+    lr_step: Literal["iteration", "epoch"] = Field(
+        "iteration", description="iteration (default; MSDNet's official cosine): warm-up and schedule move every "
+        "step; epoch: once per epoch, LinearLR then CosineAnnealingLR/MultiStepLR as the torchvision reference")
+
+    @field_validator("lr_step")
+    @classmethod
+    def _whole_warmup(cls, lr_step: str, info) -> str:
+        warmup = info.data.get("warmup_epochs", 0)
+        if lr_step == "epoch" and warmup != int(warmup):
+            raise ValueError(f"'epoch' needs a whole number of warm-up epochs, got optim.warmup_epochs={warmup}")
+        return lr_step
 
     @field_validator("milestones")
     @classmethod
@@ -124,9 +141,21 @@ class TrainConfig(Strict):
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none")
     channels_last: bool = Field(False, description="NHWC memory format for model and batches (faster convs on GPUs)")
+    compile: bool = Field(False, description="torch.compile the trained model (bench/step.py: when it pays; "
+                          "checkpoints and evaluation use the plain module)")
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")
     progress: bool = True
     resume: bool = Field(True, description="continue from the run's last checkpoint when there is one")
+    mixup_alpha: NonNegativeFloat = Field(0.0, description="MixUp Beta(α, α) on each batch (0: off); soft targets")
+    cutmix_alpha: NonNegativeFloat = Field(0.0, description="CutMix Beta(α, α) (0: off); with MixUp, one of the two "
+                                           "is picked per batch")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the CE terms (never of KD)")
+    clip_grad_norm: PositiveFloat | None = Field(None, description="clip the total gradient norm of each step "
+                                                 "(after all backward passes and AMP unscaling); None: off")
+    ema: bool = Field(False, description="evaluate, select and save an EMA of the weights (torchvision reference)")
+    ema_decay: float = Field(0.99998, gt=0, lt=1, description="nominal EMA decay; 1 − decay is rescaled by "
+                             "global batch · ema_steps / epochs")
+    ema_steps: PositiveInt = Field(32, description="update the EMA every this many optimizer steps")
 
     @field_validator("exit_weights")
     @classmethod
@@ -161,8 +190,18 @@ class ADNConfig(Strict):
     student_loss: Literal["kd", "ce"] = Field("kd", description="ablation: CE on the student instead of KD")
 
 
+def safe_name(name: str) -> str:
+    """A run or sweep name is one safe path component: letters, digits, `_.-`, not `.` or `..`."""
+    if not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError("must be one path component of letters, digits and _.- (not . or ..), at most 128 characters")
+    return name
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
 class RunConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="the run directory's name under output_dir (one safe path component)")
     output_dir: str = "runs"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
@@ -175,6 +214,11 @@ class RunConfig(Strict):
     imta: IMTAConfig = Field(default_factory=IMTAConfig)
     adn: ADNConfig = Field(default_factory=ADNConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, name: str) -> str:
+        return safe_name(name)
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -185,7 +229,10 @@ def _one_line(err: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
     shown = "" if first["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-    return f"{where}: {first['msg']}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+
+
+OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -224,14 +271,20 @@ def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
     tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        key = key.strip()
+        if not sep or not OVERRIDE_KEY.fullmatch(key):
             raise ConfigError(f"override {item!r}: expected section.key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}: {value!r} is not a valid YAML value (quote strings, close brackets)") from None
+        _set_dotted(tree, key, parsed)
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
     check_against_model(cfg)
+    cfg.data.dataset = resolve_dataset_spec(cfg.data.dataset)  # cifar10 → its offline mirror when there is one
     return cfg
 
 

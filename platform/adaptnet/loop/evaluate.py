@@ -13,21 +13,26 @@ from ..models import SkippableDepthNet, model_entry
 from ..metrics.adaptive import (accuracy_at_budgets, anytime_accuracy, apply_thresholds, budgeted_curve, calibrate,
                                 choose_point, collect_probs, confidences, curve_area, exit_points, point_as_dict)
 from .build import build_training
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError
 from .config import RunConfig
+from .ema import eval_weights
+from .preflight import saved_config
 from .trainer import evaluate, pick_device
 
 
 def load_checkpoint_model(path: str | Path, device: str = "auto"):
-    """(config, prepared data, model with the checkpoint's weights) of a run's checkpoint."""
-    saved = load_checkpoint(path)
-    cfg = RunConfig.model_validate(saved["config"])
+    """(config, prepared data, model with the checkpoint's evaluation weights) of a run's checkpoint."""
+    saved, cfg = saved_config(path)
     dev = pick_device(device)
     data = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
                         saved_split=saved["split"], device=dev,
                         loader="torch" if cfg.data.loader == "ray" else None)  # one process: no Ray Data
     model, _ = build_training(cfg, data.num_classes, load_pretrained=False)
-    model.load_state_dict(saved["model"])
+    try:
+        model.load_state_dict(eval_weights(saved))  # the EMA's weights when the run kept one
+    except RuntimeError:  # torch's message lists every mismatched tensor
+        raise CheckpointError(f"checkpoint: {str(path)!r}: its weights do not fit {cfg.model.name} "
+                              f"{cfg.model.args or ''} (the model its config names)") from None
     return cfg, data, model.to(dev).eval()
 
 

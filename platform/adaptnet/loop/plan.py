@@ -64,7 +64,13 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False) -> list[s
     model, _ = build_training(stage_configs(cfg)[0], len(info.classes) or model_entry(cfg.model.name).num_classes,
                               load_pretrained=False)
     size = eval_size(kind, cfg.data.augment, side)
-    report = costs_report(cfg.model.name, model, size, model_entry(cfg.model.name).cost_convention)
+    try:
+        report = costs_report(cfg.model.name, model, size, model_entry(cfg.model.name).cost_convention)
+    except RuntimeError as err:  # e.g. a CIFAR network on 224-pixel crops, or the reverse
+        from .config import ConfigError
+
+        raise ConfigError(f"data.augment.eval_crop: {cfg.model.name} cannot run on {size}×{size} images "
+                          f"({str(err).splitlines()[0]})") from None
     rows = report.get("exits") or report["configs"]
     key = "exit" if "exits" in report else "skip"
     lines.append(f"costs at {size}×{size} (MMACs): " + ", ".join(f"{r[key]} {r['macs'] / 1e6:.1f}" for r in rows))

@@ -20,6 +20,9 @@ from ..models import model_entry
 from .build import build_training
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, micro_batch
+from .ema import build_ema
+from .recipe import BatchMix, clip_gradients, hard_labels
+from .schedule import epoch_scheduler
 
 LOG_EVERY = 50  # steps between progress-bar updates: the only host syncs inside an epoch
 
@@ -58,13 +61,22 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+# Parameter names of `optim.embedding_weight_decay`: the reference's keys, plus ViT's `pos_embedding` (the
+# reference's "position_embedding" never matches torchvision's ViT, whose recipe leaves the option unset).
+EMBEDDINGS = ("class_token", "pos_embedding", "position_embedding", "relative_position_bias_table")
+
+
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW over the trainable parameters; norm weights and biases may get their own weight decay."""
+    """SGD or AdamW over the trainable parameters; norm weights and biases, and transformer embeddings (class
+    token, position embedding, relative position bias table), may get their own weight decay."""
     o = cfg.optim
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    embedding = {id(p) for n, p in named if o.embedding_weight_decay is not None and n.rsplit(".", 1)[-1] in EMBEDDINGS}
+    trainable = [p for _, p in named if id(p) not in embedding]
     flat_decay = o.weight_decay if o.norm_bias_weight_decay is None else o.norm_bias_weight_decay
     groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": o.weight_decay},
-              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": flat_decay}]
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": flat_decay},
+              {"params": [p for _, p in named if id(p) in embedding], "weight_decay": o.embedding_weight_decay}]
     groups = [g for g in groups if g["params"]]
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr)
@@ -78,7 +90,9 @@ def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
     if step < warmup_steps:
         return o.warmup_factor + (1 - o.warmup_factor) * step / warmup_steps
     if o.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / (epochs * steps_per_epoch - warmup_steps)))
+        floor = o.min_lr / o.lr
+        progress = (step - warmup_steps) / (epochs * steps_per_epoch - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     epoch = step // steps_per_epoch
     drops = sum(epoch >= round(m * epochs) for m in o.milestones)
     return o.gamma ** drops
@@ -152,7 +166,11 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(data.train) / accumulate)  # optimizer steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+    per_epoch = cfg.optim.lr_step == "epoch"
+    scheduler = epoch_scheduler(cfg, optimizer) if per_epoch else \
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+    mix = BatchMix.from_config(cfg, data.num_classes)
+    ema = build_ema(cfg, model, global_batch=cfg.train.batch_size)  # train.batch_size is the global batch
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     start_epoch = 0
     if resume:
@@ -160,8 +178,12 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
+        if ema:
+            ema.load_state_dict(resume["model_ema"])
         start_epoch = resume["epoch"] + 1
     trained = dist.wrap_model(model, task.find_unused_parameters)
+    if cfg.train.compile:  # the same parameters; checkpoints and evaluation keep using `model`
+        trained = torch.compile(trained)
 
     def backward(loss: torch.Tensor) -> None:
         with torch.autocast(device.type, enabled=False):  # backward reuses the forward's autocast dtypes
@@ -181,29 +203,37 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         # Sums stay on the device (no host sync per step); they are all-reduced once at the epoch's end.
         sums: dict[str, torch.Tensor] = {}
         correct: dict[str, torch.Tensor] = {}
-        seen = 0
+        seen = steps = 0
         started = time.perf_counter()
         bar = tqdm(data.train, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=None if cfg.train.progress and dist.is_main else True)  # None: off when not a TTY
         optimizer.zero_grad(set_to_none=True)
         for step, (images, labels) in enumerate(bar):
+            images, labels = mix(images, labels, epoch)  # MixUp/CutMix: one mixed batch for all passes, soft targets
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = task(trained, images.contiguous(memory_format=memory_format), labels, backward)
             if (step + 1) % accumulate == 0 or step + 1 == len(data.train):
+                clip_gradients(trained, optimizer, scaler, cfg.train.clip_grad_norm)
                 scaler.step(optimizer)  # one step after all of the task's backward passes (and micro-batches)
                 scaler.update()
-                scheduler.step()
+                if ema:
+                    ema.after_step(model, epoch)
+                if not per_epoch:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                steps += 1
 
             n = len(labels)
             seen += n
             for name, value in out.losses.items():
                 sums[name] = sums.get(name, 0) + value.detach().double() * n
             for name, logits in out.outputs.items():
-                correct[name] = correct.get(name, 0) + (logits.argmax(1) == labels).sum()
+                correct[name] = correct.get(name, 0) + (logits.argmax(1) == hard_labels(labels)).sum()
             if not bar.disable and step % LOG_EVERY == 0:
                 bar.set_postfix(loss=f"{sum(float(v.detach()) for v in out.losses.values()):.3f}")
 
+        if per_epoch:
+            scheduler.step()
         # Per-exit train metrics, summed over ranks; held-out and test evaluation on the main process.
         local = torch.cat([torch.stack(list(sums.values())).double(), torch.stack(list(correct.values())).double(),
                            torch.tensor([seen], dtype=torch.float64, device=device)])
@@ -212,7 +242,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         elapsed = time.perf_counter() - started
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": elapsed,
                    "start_epoch": start_epoch,  # > 0: this process resumed from a checkpoint
-                   "train/samples": n_total, "train/images_per_s": n_total / elapsed}
+                   "train/samples": n_total, "train/steps": steps, "train/images_per_s": n_total / elapsed}
         metrics.update({f"train/{name}": v / n_total for name, v in zip(sums, totals)})
         metrics["train/loss"] = sum(totals[: len(sums)]) / n_total
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
@@ -222,13 +252,15 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
             for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
                 if batches is None:
                     continue
-                metrics.update({f"{split_name}/{key}": v for key, v in evaluate(model, batches).items()})
+                evaluated = ema.module if ema else model  # the EMA weights are evaluated, selected and saved
+                metrics.update({f"{split_name}/{key}": v for key, v in evaluate(evaluated, batches).items()})
         saved = None
         if dist.is_main:
             # One line per epoch (stdout, not print(): Ray Train V2 reroutes print into its logger).
             sys.stdout.write(f"[{cfg.name}] {epoch_line(metrics)}\n")
             sys.stdout.flush()
-            saved = _save_checkpoint(ckpt_file, model, optimizer, scheduler, scaler, epoch, cfg, data.split)
+            saved = _save_checkpoint(ckpt_file, model, optimizer, scheduler, scaler, epoch, cfg, data.split,
+                                     {"model_ema": ema.state_dict()} if ema else {})
             history.append(metrics)
             _keep_best(run_dir, saved, metrics, history, selection_metric(model))
             with open(run_dir / "metrics.jsonl", "a") as log:
@@ -265,10 +297,11 @@ def _keep_best(run_dir: Path, saved: Path, metrics: dict, history: list[dict], k
         shutil.copyfile(saved, run_dir / "checkpoints" / "best.pt")
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, epoch: int, cfg: RunConfig, split: dict) -> Path:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, scaler, epoch: int, cfg: RunConfig, split: dict,
+                     extra: dict) -> Path:
     return save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                                  "config": cfg.model_dump(), "split": split})
+                                  "config": cfg.model_dump(), "split": split, **extra})
 
 
 def _read_history(run_dir: Path, start_epoch: int) -> list[dict]:

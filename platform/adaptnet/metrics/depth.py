@@ -23,7 +23,7 @@ def best_under_budget(rows: list[dict], budget: float, accuracy_key: str, cost_k
 
 @torch.no_grad()
 def residual_ratios(model: SkippableDepthNet, images: torch.Tensor, skip: tuple[bool, ...]) -> list[dict]:
-    """‖F(h)‖₂/‖h‖₂ of every block that runs in sub-network `skip` (h = the block's shortcut path).
+    """‖F(h)‖₂/‖h‖₂ of every block with a shortcut that runs in sub-network `skip` (h = the shortcut path).
     Skippable blocks of a well distilled ADN sit well below mandatory ones (brief §3)."""
     was_training = model.training
     model.eval()
@@ -34,6 +34,8 @@ def residual_ratios(model: SkippableDepthNet, images: torch.Tensor, skip: tuple[
     def record(block, inputs, output):
         h, stage_skipped = inputs
         branch, identity = block.residual(h, stage_skipped)
+        if identity is None:  # no shortcut (MobileNetV2's width-changing blocks): no ratio to report
+            return
         s, b = position[id(block)]
         ratio = (branch.flatten(1).norm(dim=1) / identity.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()
         rows.append({"stage": s + 1, "block": b + 1, "skippable": block.skippable, "ratio": float(ratio)})

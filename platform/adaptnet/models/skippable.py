@@ -43,7 +43,8 @@ def mandatory_counts(depths: Sequence[int], n_mandatory: int | Sequence[int] | N
 
 class SkippableDepthNet(nn.Module):
     """Subclasses build `self.stages` (a ModuleList of ModuleLists of blocks with a `skippable` attribute and
-    `forward(h, skip)`) and implement `forward(x, skip=None)` around `run_stages`."""
+    `forward(h, skip)`) and implement `forward(x, skip=None)` around `run_stages` (or `run_stage` per stage,
+    where layers between stages need the flags too)."""
 
     stages: nn.ModuleList
     primary_output = "super"
@@ -68,12 +69,18 @@ class SkippableDepthNet(nn.Module):
         """All 2^S sub-networks, super-net (all False) first, base-net (all True) last."""
         return [tuple(c) for c in itertools.product((False, True), repeat=self.num_stages)]
 
+    @staticmethod
+    def run_stage(stage: nn.ModuleList, h: torch.Tensor, stage_skipped: bool) -> torch.Tensor:
+        """The stage's blocks in order; a skipped stage does not call its skippable blocks (the identity)."""
+        for block in stage:
+            if block.skippable and stage_skipped:
+                continue
+            h = block(h, stage_skipped)
+        return h
+
     def run_stages(self, h: torch.Tensor, skip: tuple[bool, ...]) -> torch.Tensor:
         for stage, stage_skipped in zip(self.stages, skip):
-            for block in stage:
-                if block.skippable and stage_skipped:
-                    continue
-                h = block(h, stage_skipped)
+            h = self.run_stage(stage, h, stage_skipped)
         return h
 
     def named_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

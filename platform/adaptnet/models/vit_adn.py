@@ -1,9 +1,11 @@
 """Vision Transformer with skippable sub-paths (ADN): 12 blocks form pseudo-stages of 3; the last block of
 each is skippable and the mandatory blocks have skip-aware LayerNorm twins. Patch embedding, class token,
-position embedding, the final LayerNorm and the head are shared by all sub-networks.
+position embedding, the final LayerNorm and the head are shared by all sub-networks. Initialised as
+torchvision's VisionTransformer, on which the official ADN ViT is built.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -22,6 +24,10 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        # nn.MultiheadAttention's init (torchvision's ViT uses it): xavier qkv, zero biases, default proj weight
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, tokens, dim = x.shape
@@ -40,6 +46,10 @@ class EncoderBlockADN(nn.Module):
         self.ln_2 = SkipNorm(lambda: nn.LayerNorm(dim, eps=1e-6), twin)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
                                  nn.Dropout(dropout))
+        for m in self.mlp:  # torchvision's MLPBlock init
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.normal_(m.bias, std=1e-6)
 
     def residual(self, x: torch.Tensor, skip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(F(x), x): the block's output is x + F(x)."""
@@ -75,6 +85,8 @@ class VisionTransformerADN(SkippableDepthNet):
                              f"{blocks_per_stage} with {skippable_per_stage} skippable")
         self.patch_size = patch_size
         self.conv_proj = nn.Conv2d(3, dim, patch_size, patch_size)
+        nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / (3 * patch_size ** 2)))  # torchvision's
+        nn.init.zeros_(self.conv_proj.bias)
         tokens = (image_size // patch_size) ** 2 + 1
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.empty(1, tokens, dim).normal_(std=0.02))

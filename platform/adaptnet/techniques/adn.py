@@ -1,6 +1,7 @@
 """ADN super-net → base-net self-distillation (Kang & Lee, NeurIPS 2024; brief §2.1).
 
-One step: super forward → α·CE → backward (frees the super graph); base forward →
+One step (the teacher and the student see the same, possibly MixUp/CutMix-mixed, batch and soft targets):
+super forward → α·CE (label-smoothed when asked) → backward (frees the super graph); base forward →
 (1−α)·T²·KL(teacher ‖ student) over the teacher's top-K classes → backward; then one optimizer step.
 Ablations of brief §8: CE on the student instead of KD (`student_loss="ce"`) and a random sub-network
 as the student (`student="random"`); skip-aware norms are switched off at the model (`skip_aware_norms`).
@@ -32,11 +33,13 @@ class SuperBaseDistillation:
     find_unused_parameters = True  # skippable blocks sit out the student pass, skip twins the teacher pass
 
     def __init__(self, alpha: float = 0.5, temperature: float = 1.0, top_k: int | None = None,
-                 student: Literal["base", "random"] = "base", student_loss: Literal["kd", "ce"] = "kd"):
+                 student: Literal["base", "random"] = "base", student_loss: Literal["kd", "ce"] = "kd",
+                 label_smoothing: float = 0.0):
         if student not in ("base", "random") or student_loss not in ("kd", "ce"):
             raise ValueError(f"student/student_loss: got {student!r}/{student_loss!r}")
         self.alpha, self.temperature, self.top_k = alpha, temperature, top_k
         self.student, self.student_loss = student, student_loss
+        self.label_smoothing = label_smoothing
 
     def _student_skip(self, num_stages: int) -> tuple[bool, ...]:
         if self.student == "base":
@@ -48,13 +51,13 @@ class SuperBaseDistillation:
         net: SkippableDepthNet = getattr(model, "module", model)  # DDP wraps; the stage count is the net's
         stages = net.num_stages
         teacher = model(images, skip=(False,) * stages)
-        super_loss = self.alpha * F.cross_entropy(teacher, labels)
+        super_loss = self.alpha * F.cross_entropy(teacher, labels, label_smoothing=self.label_smoothing)
         backward(super_loss)  # frees the super-net graph before the student runs: peak memory ≈ one pass
         student = model(images, skip=self._student_skip(stages))
         if self.student_loss == "kd":
             name, raw = "kd_base", top_k_kd_loss(student, teacher, self.temperature, self.top_k)
         else:
-            name, raw = "ce_base", F.cross_entropy(student, labels)
+            name, raw = "ce_base", F.cross_entropy(student, labels, label_smoothing=self.label_smoothing)
         student_loss = (1 - self.alpha) * raw
         backward(student_loss)
         return TaskOutput({"ce_super": super_loss, name: student_loss},

@@ -25,6 +25,8 @@ class TaskOutput:
 class Task(Protocol):
     """One training step's forward passes: calls `backward(loss)` once per pass (the loop's backward
     handles AMP scaling), and returns what it computed. The loop zeroes gradients before and steps after.
+    `labels` are class indices (N,) or soft targets (N×C, rows summing to 1; MixUp/CutMix): every CE term
+    takes both, and label smoothing applies to the CE terms only, never to KD.
     `find_unused_parameters`: some trainable parameters get no gradient in a pass (DDP must be told)."""
 
     find_unused_parameters: bool
@@ -55,15 +57,16 @@ def exit_weight_vector(weights: ExitWeights, num_exits: int) -> list[float]:
 class MultiExitCE:
     """Σ_k w_k · CE(z_k, y), reported per exit as `ce_exit{k}`."""
 
-    def __init__(self, weights: ExitWeights, num_exits: int):
+    def __init__(self, weights: ExitWeights, num_exits: int, label_smoothing: float = 0.0):
         self.weights = exit_weight_vector(weights, num_exits)
+        self.label_smoothing = label_smoothing
         self.find_unused_parameters = 0.0 in self.weights  # an exit without loss leaves its head gradient-free
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  backward: Backward = plain_backward) -> TaskOutput:
         logits = model(images)
         losses = {
-            f"ce_exit{k + 1}": w * F.cross_entropy(z, labels)
+            f"ce_exit{k + 1}": w * F.cross_entropy(z, labels, label_smoothing=self.label_smoothing)
             for k, (w, z) in enumerate(zip(self.weights, logits)) if w != 0
         }
         backward(sum(losses.values()))
@@ -79,19 +82,22 @@ class OneForAllKD:
 
     find_unused_parameters = True  # the backbone's own exit classifiers feed no loss
 
-    def __init__(self, temperature: float, gamma: float, reduction: KDReduction = "official", teacher: str = "stage1"):
+    def __init__(self, temperature: float, gamma: float, reduction: KDReduction = "official", teacher: str = "stage1",
+                 label_smoothing: float = 0.0):
         if teacher not in ("stage1", "live"):
             raise ValueError(f"teacher: must be 'stage1' or 'live', got {teacher!r}")
         self.temperature, self.gamma, self.reduction, self.teacher = temperature, gamma, reduction, teacher
+        self.label_smoothing = label_smoothing
 
     def __call__(self, model: IMTANet, images: torch.Tensor, labels: torch.Tensor,
                  backward: Backward = plain_backward) -> TaskOutput:
         logits, backbone_logits = model(images, return_backbone=True)  # through forward: DDP-safe
         teacher = backbone_logits[-1] if self.teacher == "stage1" else logits[-1]
         last = len(logits)
-        losses = {f"ce_exit{last}": F.cross_entropy(logits[-1], labels)}
+        ce = lambda z: F.cross_entropy(z, labels, label_smoothing=self.label_smoothing)  # noqa: E731
+        losses = {f"ce_exit{last}": ce(logits[-1])}
         for k, z in enumerate(logits[:-1], start=1):
-            losses[f"ce_exit{k}"] = (1 - self.gamma) * F.cross_entropy(z, labels)
+            losses[f"ce_exit{k}"] = (1 - self.gamma) * ce(z)
             losses[f"kd_exit{k}"] = self.gamma * kd_loss(z, teacher, self.temperature, self.reduction)
         backward(sum(losses.values()))
         return TaskOutput(losses, name_exits(logits))

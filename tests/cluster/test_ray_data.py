@@ -1,0 +1,92 @@
+"""Ray Data on a real local Ray with 2 Train workers: the ImageNet sample streamed end to end with the ImageNet
+transforms, rank shards by sample id, the global batch, and IMTA's stage hand-off through S3 storage."""
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import torch
+
+from adaptnet.cluster.tracking import client
+from adaptnet.cluster.train import SELECTED_FILE, ClusterOptions, train_on_ray
+from adaptnet.loop import load_config, stage_configs
+
+SMALL_IMAGENET = ["data.transform=imagenet", "data.augment.train_crop=32", "data.augment.eval_resize=36",
+                  "data.augment.eval_crop=32", "model.name=msdnet_cifar_budgeted", "train.progress=false"]
+
+
+def test_imagenet_sample_through_ray_data_two_workers_global_batch(tmp_path, imagenet_tree, ray_cluster):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("cifar10-smoke", [
+        "name=inet", f"output_dir={tmp_path / 'runs'}", f"data.dataset={imagenet_tree}", "data.loader=ray",
+        "data.holdout=100", "data.train_subset=256", "data.test_subset=200", "train.epochs=2",
+        "train.batch_size=64", *SMALL_IMAGENET])
+    result = train_on_ray(cfg, ClusterOptions(workers=2, storage=str(tmp_path / "store"), tracking_uri=tracking,
+                                              experiment="ray-data"))
+    metrics = result.metrics
+    # 256 images per epoch over 2 ranks of 32: 4 optimizer steps of 64 images in total.
+    assert metrics["train/samples"] == 256 and metrics["train/steps"] == 4
+    assert metrics["train/samples"] / metrics["train/steps"] == 64
+    costs = json.loads((cfg.run_dir / "costs.json").read_text())
+    assert costs["input_size"] == 32 and 0 <= metrics["test/top1_exit3"] <= 100
+    (run,) = client(tracking).search_runs([client(tracking).get_experiment_by_name("ray-data").experiment_id])
+    assert run.data.params["train.global_batch_size"] == "64" and run.data.params["train.per_worker_batch_size"] == "32"
+    split = torch.load(cfg.run_dir / "split.pt", weights_only=True)
+    assert len(split["holdout"]) == 100 and len(split["train"]) == 256
+
+
+def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_path, imagenet_tree, ray_cluster):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from adaptnet.cluster.train import trainer_data
+
+    def _ids_per_rank(config):
+        """A Train worker that records the sample ids of its train shard for 2 epochs (test-only loop; nested: pickled by value)."""
+        import ray.train
+
+        from adaptnet.cluster.ray_data import worker_data
+        from adaptnet.loop import RunConfig
+
+        cfg = RunConfig.model_validate(config["run"])
+        ctx = ray.train.get_context()
+        make = worker_data(config["ray_data"], ctx.get_world_rank(), ctx.get_world_size(), "cpu", with_ids=True)
+        data = make(cfg.data, 16, 16, 0)
+        seen = [[int(i) for _, _, ids in data.train for i in ids] for _ in range(2)]
+        Path(config["out"], f"rank{ctx.get_world_rank()}.json").write_text(json.dumps(seen))
+        ray.train.report({"done": 1})
+
+    cfg = load_config("cifar10-smoke", ["name=ids", f"output_dir={tmp_path}", f"data.dataset={imagenet_tree}",
+                                        "data.loader=ray", "data.holdout=0", "data.train_subset=96", *SMALL_IMAGENET])
+    kwargs, extra = trainer_data(cfg)
+    TorchTrainer(_ids_per_rank, train_loop_config={"run": cfg.model_dump(), "out": str(tmp_path), **extra},
+                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                 run_config=ray.train.RunConfig(storage_path=str(tmp_path / "store")), **kwargs).fit()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    expected = sorted(extra["ray_data"]["split"]["train"].tolist())
+    for epoch in range(2):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert len(a) == len(b) == 48 and set(a).isdisjoint(b) and sorted(a + b) == expected
+    assert ranks[0][0] + ranks[1][0] != ranks[0][1] + ranks[1][1]  # reshuffled between epochs
+
+
+def test_imta_stage_two_starts_from_stage_one_fetched_from_s3_storage(tmp_path, cifar10_spec, ray_cluster):
+    boto3.client("s3").create_bucket(Bucket="handoff")
+    options = ClusterOptions(workers=2, storage="s3://handoff/runs", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                             experiment="handoff")
+    cfg = load_config("cifar10-imta", ["name=imta", f"output_dir={tmp_path / 'runs'}", f"data.dataset={cifar10_spec}",
+                                       "model.name=msdnet_cifar_budgeted", "data.train_subset=128", "data.holdout=32",
+                                       "data.test_subset=32", "train.batch_size=32", "train.epochs=1",
+                                       "train.progress=false"])
+    stage1, stage2 = stage_configs(cfg)
+    first = train_on_ray(stage1, options)
+    selected = (Path(stage1.run_dir) / "checkpoints" / "best.pt").read_bytes()
+    shutil.rmtree(stage1.run_dir)  # as if stage 1 had run on another node: nothing of it is on this disk
+    second = train_on_ray(stage2, options, handoff=first.checkpoint)
+    assert second.metrics["epoch"] == 1
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="handoff").get("Contents", [])]
+    assert any(k.startswith("runs/stage1/checkpoint_") and k.endswith(SELECTED_FILE) for k in keys), keys
+    fetched = Path(stage2.run_dir) / "handoff" / SELECTED_FILE
+    assert fetched.read_bytes() == selected
+    saved = json.loads((Path(stage2.run_dir) / "config.json").read_text())
+    assert saved["imta"]["stage1_checkpoint"] == saved["data"]["split_from"] == str(fetched)

@@ -1,0 +1,17 @@
+"""User values (names, storage paths, run keys) enter MLflow filter strings through one helper that matches
+them exactly, quotes, backslashes and LIKE wildcards included."""
+import pytest
+
+from adaptnet.cluster.tracking import client, find_or_create_run, find_run, search_exact
+
+
+@pytest.mark.parametrize("key", ["plain/key", "it's", 'say "hi"', "both ' and \"", "back\\slash'", "100%_x", "a' or '1'='1"])
+def test_run_keys_with_any_characters_are_found_exactly(tmp_path, key):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    decoy = find_or_create_run(tracking, "e", run_key=key.replace("'", "_").replace('"', "_") + "x", run_name="d", params={})
+    run_id = find_or_create_run(tracking, "e", run_key=key, run_name="r", params={})
+    mlflow = client(tracking)
+    experiment = mlflow.get_experiment_by_name("e").experiment_id
+    assert run_id != decoy and find_run(mlflow, experiment, key).info.run_id == run_id
+    assert find_or_create_run(tracking, "e", run_key=key, run_name="r", params={}) == run_id  # found again
+    assert [r.info.run_id for r in search_exact(mlflow, [experiment], {"attributes.run_name": "r"})] == [run_id]

@@ -1,0 +1,137 @@
+"""Every command of README.md runs as written on a fresh offline machine with ../shared present.
+
+Fresh: HOME and ADAPTNET_CACHE in a temporary folder, no ADAPTNET_*/AWS_*/proxy variables, the commands run
+in an empty folder. Offline: inside a network namespace with only loopback (`unshare -n`) where that is
+allowed, else through a dead proxy. Training commands get a tiny override appended (later overrides win);
+commands that need a GPU cluster or AWS are listed with the reason they are not run here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adaptnet.data.resolve import VENV_RECORD
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO.parent / "shared" / "data"
+TINY = ["train.epochs=1", "data.train_subset=128", "data.holdout=64", "data.test_subset=128", "train.progress=false"]
+# How each README command runs here: extra arguments (a tiny size) or the reason it does not.
+EXTRA = {
+    ".venv/bin/adaptnet train cifar10-smoke": TINY,
+    ".venv/bin/adaptnet train cifar10-imta": TINY,
+    ".venv/bin/adaptnet train cifar10-resnet56-adn": TINY,
+    ".venv/bin/adaptnet train my.yaml train.epochs=10 optim.lr=0.05": TINY,
+    ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke": ["--arms", "baseline,ge"],  # 2 seeds: 4 trials
+}
+HELP_ONLY = {  # sweeps that cost a minute each here: the smoke one above runs the same script and machinery
+    ".venv/bin/python sweeps/ge_vs_baseline.py --preset cpu --seeds 5",
+    ".venv/bin/python sweeps/kd_temperature.py --preset smoke",
+    ".venv/bin/python sweeps/exit_weights.py --scheme power --search-ge",
+    ".venv/bin/python sweeps/adn_subpaths.py --preset smoke",
+}
+NOT_HERE = {
+    "make demo": "builds .venv and runs the 13-minute demo (make test runs this file)",
+    "make test": "is what runs this file",
+    ".venv/bin/adaptnet train cifar100-paper --workers 4 --gpus-per-worker 1 --address auto --storage s3://bucket/runs":
+        "needs a Ray cluster with 4 GPUs and an S3 bucket",
+}
+
+
+def readme_commands() -> list[str]:
+    """The command lines of README.md's bash blocks (comments stripped, continuation lines joined)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    commands = []
+    for block in blocks:
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            command = re.sub(r"\s+", " ", line.split("#", 1)[0]).strip().rstrip("&").strip()
+            if command:
+                commands.append(command)
+    return commands
+
+
+def offline_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ADAPTNET_", "AWS_", "RAY_", "MLFLOW_")) and "proxy" not in k.lower()}
+    env.update(HOME=str(tmp / "home"), ADAPTNET_CACHE=str(tmp / "cache"), PYTHONPATH=str(REPO / "platform"),
+               TMPDIR=str(tmp / "tmp"))
+    if not (Path(sys.prefix) / VENV_RECORD).is_file():  # what `make`'s install records in .venv
+        env["ADAPTNET_DATA_DIR"] = str(DATA_DIR)
+    for folder in ("home", "cache", "tmp"):
+        (tmp / folder).mkdir(exist_ok=True)
+    return env
+
+
+def can_cut_network() -> bool:
+    return bool(shutil.which("unshare")) and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+def run_offline(command: str, extra: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    argv = shlex.split(command) + extra
+    if argv[0].startswith(".venv/bin/"):
+        argv[0] = str(Path(sys.executable).parent / argv[0].removeprefix(".venv/bin/"))
+    if can_cut_network():  # a namespace with only loopback (Ray and MLflow use it)
+        argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    else:
+        env = {**env, **{k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}}
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """An empty working folder (with the checkout's sweeps/ and a my.yaml) and a fresh offline environment."""
+    if not (DATA_DIR / "cifar10-jpeg.tar.gz").exists():
+        pytest.skip("the README promises offline runs only with ../shared/data present")
+    tmp = tmp_path_factory.mktemp("readme")
+    work = tmp / "work"
+    work.mkdir()
+    (work / "sweeps").symlink_to(REPO / "sweeps")
+    shutil.copyfile(REPO / "platform" / "adaptnet" / "configs" / "cifar10-smoke.yaml", work / "my.yaml")
+    return work, offline_env(tmp)
+
+
+def test_every_readme_command_is_run_or_has_a_reason():
+    known = set(EXTRA) | HELP_ONLY | set(NOT_HERE)
+    commands = readme_commands()
+    assert [c for c in commands if not c.startswith(".venv/bin/") and c not in known
+            and not c.startswith(("ray ", "RAY_AUTH_MODE=", "python sweeps/"))] == []
+    assert not set(EXTRA) - set(commands), "a command of this test is no longer in README.md"
+
+
+def test_using_it_commands_run_offline_as_written(fresh):
+    work, env = fresh
+    cli = [c for c in readme_commands() if c.startswith(".venv/bin/adaptnet")]
+    assert any("train cifar10-smoke" in c for c in cli) and any(" evaluate " in c for c in cli)
+    for command in cli:  # in README order: evaluate reads the checkpoint of train cifar10-smoke
+        if command in NOT_HERE:
+            continue
+        done = run_offline(command, EXTRA.get(command, []), work, env)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        if " train cifar10-smoke" in command:
+            saved = (work / "runs" / "cifar10-smoke" / "config.json").read_text()
+            assert "cifar10-jpeg.tar.gz" in saved  # the mirror, not a download
+    snippet = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    done = run_offline(".venv/bin/python", ["-c", "import torch; x = torch.randn(2, 3, 32, 32)\n" + snippet], work, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if "sweeps/" in c and c.startswith(".venv")])
+def test_sweep_commands_run_offline(fresh, command):
+    work, env = fresh
+    extra = EXTRA.get(command, ["--help"] if command in HELP_ONLY else None)
+    assert extra is not None, f"{command}: say how this test runs it"
+    done = run_offline(command, extra, work, env)
+    assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    if "--help" not in extra:  # what a person follows: progress, what the seeds can detect, a plain verdict
+        assert re.search(r"trial [1-4]/4, arm ge, seed 1: started", done.stdout), done.stdout[-3000:]
+        assert re.search(r"\| sweep: 4/4 epochs, \d+m\d\ds elapsed, ~0m00s left", done.stdout), done.stdout[-3000:]
+        assert "detectable |Δ|" in done.stdout and "t(0.975, n−1)·s_d/√n" in done.stdout
+        assert re.search(r"^(No arm differs from baseline at 95%|Differs from the baseline at 95%)", done.stdout, re.M)
+        assert re.search(r"^Detecting 1 point at this spread would take \d+ to \d+ paired seeds|over 1000", done.stdout, re.M)
