@@ -54,7 +54,7 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
     run = mlflow.get_run(run_id)
     card = bundle["card"]
     logged = mlflow.create_logged_model(
-        run.info.experiment_id, name="adaptive_model", source_run_id=run_id, model_type=f"adaptnet-{card['kind']}",
+        run.info.experiment_id, name=re.sub(r"[^A-Za-z0-9_-]", "_", card["run"]), source_run_id=run_id, model_type=f"adaptnet-{card['kind']}",
         params={"kind": card["kind"], "model": card["model"], "technique": card["technique"], "dataset": card["dataset"],
                 "git_commit": git_commit, **({"skip": skip} if skip else {"budgets": ",".join(f"{b:.6g}" for b in
                                                                                            bundle["budgets"])})},

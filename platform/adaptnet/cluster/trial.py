@@ -17,7 +17,7 @@ from .stage_share import StageShare, run_stages
 from .storage import storage_target
 from .sweep_runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, git_commit
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten
-from .trial_config import trial_config, trial_overrides
+from .trial_config import SPECIAL_KEYS, trial_config, trial_overrides
 from .trial_results import SCORE, final_result, final_summary, log_final, score
 from .views import system_metrics
 
@@ -64,7 +64,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         return
     run_id = find_or_create_run(
         ctx.tracking_uri, ctx.experiment, run_key=run_key, run_name=f"{ctx.sweep}/{name}",
-        params={**flatten(cfg.model_dump()), **{f"trial.{k}": v for k, v in params.items()}},
+        params={**flatten(cfg.model_dump()), **{f"trial.{k}": v for k, v in params.items()},
+                **{k: v for k, v in params.items() if k in SPECIAL_KEYS}},  # `arm` first in compare views
         tags={PARENT_TAG: ctx.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: ctx.sweep,
               NODE_TAG: ray.get_runtime_context().get_node_id(),
               "adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name,
