@@ -25,7 +25,7 @@ from .models_registry import register_sweep_models
 from .tracking import client, find_or_create_run, resolve_tracking_uri, search_exact
 from .stage_share import broker, repeated_stage_keys, reuse_line
 from .sweep_runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, child_runs, git_commit  # noqa: F401
-from .trial import TrialContext, _stages_with_offsets, run_trial
+from .trial import TrialContext, _stages_with_offsets, finished_summary, run_trial  # noqa: F401 (finished_summary: re-exported)
 from .trial_config import _product, override_items, trial_config, trial_overrides, with_overrides  # noqa: F401
 from .sweep_spec import Objective, SweepResult, SweepSpec, TrialSummary  # noqa: F401 (re-exported)
 from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
