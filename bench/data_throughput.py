@@ -108,7 +108,7 @@ def main(rounds: int) -> None:
         print(f"training consumption, {label}, CPU ({threads} threads): {med[k]:6.1f} images/s; "
               f"torch loader / consumption = {med['torch'] / med[k]:.1f} (goal ≥ 5)")
     print("cores per GPU implied, ASSUMING (not measured here) an A100-class GPU trains ResNet-50-class models at "
-          "≈ 1,000–2,500 images/s (TF32 ↔ AMP): at {med['torch']:.0f} images/s per core that is ≈ {1000 / med['torch']:.0f}–"
+          f"≈ 1,000–2,500 images/s (TF32 ↔ AMP): at {med['torch']:.0f} images/s per core that is ≈ {1000 / med['torch']:.0f}–"
           f"{2500 / med['torch']:.0f} decode cores per GPU (CPU-only Ray Data nodes, or DALI-style GPU decode)")
 
 
