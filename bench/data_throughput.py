@@ -53,8 +53,6 @@ def torch_loader_rate(tree: Path) -> float:
 
 
 def ray_loader_rate(tree: Path) -> float:
-    import ray
-
     from adaptnet.cluster.ray_data import build_datasets
     from adaptnet.loop import load_config
 
@@ -100,7 +98,7 @@ def main(rounds: int) -> None:
         ray.shutdown()
     med = {k: statistics.median(v) for k, v in rates.items()}
     threads = torch.get_num_threads()
-    print(f"ImageNet sample (1,000 real JPEGs), decode + RandomResizedCrop(224) + flip + normalise, images/s per core:")
+    print("ImageNet sample (1,000 real JPEGs), decode + RandomResizedCrop(224) + flip + normalise, images/s per core:")
     print(f"  raw PIL decode (floor):     {med['raw']:7.1f}")
     for k in ("torch", "ray"):
         print(f"  {k:>5} loader, 1 core:        {med[k]:7.1f}   = {med[k] / med['raw']:.2f} × raw decode (goal ≥ 0.8)")
