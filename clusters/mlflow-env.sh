@@ -15,6 +15,6 @@ export MLFLOW_TRACKING_PASSWORD="$(_adaptnet_aws secret "$ADAPTNET_SECRET" passw
 
 # The head's backend store: the RDS PostgreSQL instance $ADAPTNET_MLFLOW_DB (database and user `mlflow`).
 adaptnet_tracking_store() {
-  printf 'postgresql://mlflow:%s@%s:5432/mlflow' "$(_adaptnet_aws secret "$ADAPTNET_SECRET" db_password)" \
+  printf 'postgresql+psycopg2://mlflow:%s@%s:5432/mlflow' "$(_adaptnet_aws secret "$ADAPTNET_SECRET" db_password)" \
     "$(_adaptnet_aws rds "$ADAPTNET_MLFLOW_DB" -)"
 }

@@ -323,12 +323,13 @@ class PostgresServer:
             raise OSError(f"pg_isready: {done.returncode}")
 
     def uri(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        """The store URI for MLflow (SQLAlchemy's psycopg2 dialect: `postgresql://` alone means psycopg 3)."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         import psycopg2
 
-        connection = psycopg2.connect(self.uri())
+        connection = psycopg2.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:

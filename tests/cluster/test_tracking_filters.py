@@ -15,3 +15,15 @@ def test_run_keys_with_any_characters_are_found_exactly(tmp_path, key):
     assert run_id != decoy and find_run(mlflow, experiment, key).info.run_id == run_id
     assert find_or_create_run(tracking, "e", run_key=key, run_name="r", params={}) == run_id  # found again
     assert [r.info.run_id for r in search_exact(mlflow, [experiment], {"attributes.run_name": "r"})] == [run_id]
+
+
+def test_a_bare_postgresql_uri_is_a_tracking_store(postgres_server):
+    """`--tracking-uri postgresql://…` passes the pre-flight and MLflow keeps runs in the real PostgreSQL."""
+    from adaptnet.cluster.preflight import check_tracking_uri
+    from adaptnet.cluster.tracking import resolve_tracking_uri
+
+    store = postgres_server.create_database("direct").replace("postgresql+psycopg2://", "postgresql://")
+    uri = resolve_tracking_uri(store)
+    check_tracking_uri(uri)
+    run_id = find_or_create_run(uri, "pg", run_key="it's", run_name="r", params={"a": "1"})
+    assert find_or_create_run(uri, "pg", run_key="it's", run_name="r", params={"a": "1"}) == run_id

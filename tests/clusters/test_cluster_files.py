@@ -72,7 +72,7 @@ def test_tracking_store_is_postgresql_named_in_one_place():
     assert text.count("ADAPTNET_MLFLOW_DB=") == 1  # the RDS instance, set once
     server = " ".join(_aws()["head_setup_commands"])
     assert '--backend-store-uri "$(adaptnet_tracking_store)"' in server and "sqlite" not in server
-    assert "postgresql://" in (CLUSTERS / "mlflow-env.sh").read_text()
+    assert "postgresql+psycopg2://" in (CLUSTERS / "mlflow-env.sh").read_text()  # the pinned driver
     assert "psycopg2-binary==" in (REPO / "requirements.txt").read_text()
 
 

@@ -37,7 +37,8 @@ def test_every_tracking_request_is_authenticated(tmp_path, postgres_server, port
     server = MlflowServer(tmp_path, str(tmp_path / "artifacts"), port_factory(), backend=store,
                           extra_args=["--app-name", "basic-auth"],
                           extra_env={"MLFLOW_AUTH_CONFIG_PATH": str(REPO / "clusters" / "mlflow-auth.ini"),
-                                     "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": password})
+                                     "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+                                     "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)})  # CSRF key
     try:
         server.start()
         search = f"{server.uri}/api/2.0/mlflow/experiments/search"

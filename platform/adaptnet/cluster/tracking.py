@@ -8,6 +8,7 @@ stay queued, are kept in the checkpoint, and are retried.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import time
@@ -22,6 +23,9 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     """`uri`, else MLFLOW_TRACKING_URI, else a sqlite store in the working directory (absolute, so workers
     started elsewhere write to the same file)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and uri.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the pinned driver is psycopg2
+        uri = "postgresql+psycopg2://" + uri[len("postgresql://"):]
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
