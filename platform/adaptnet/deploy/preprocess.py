@@ -25,12 +25,15 @@ def decode(data: bytes, index: int = 0) -> torch.Tensor:
 
 
 def transform(kind: str, augment, input_size: int, mean, std) -> v2.Compose:
-    from ..data.transforms import eval_transform
+    """The run's evaluation transform, then its normalisation as the loaders do it per batch (normalize_batch:
+    the same arithmetic, so served inputs equal evaluated ones bit for bit)."""
+    from ..data.transforms import eval_transform, normalize_batch
 
-    run_eval = eval_transform(kind, augment, list(mean), list(std))
-    if kind != "cifar":
-        return run_eval
-    return v2.Compose([v2.Resize(input_size, antialias=True), v2.CenterCrop(input_size), run_eval])
+    steps = [eval_transform(kind, augment, list(mean), list(std)),
+             v2.Lambda(lambda image: normalize_batch(image[None], list(mean), list(std))[0])]
+    if kind == "cifar":
+        steps = [v2.Resize(input_size, antialias=True), v2.CenterCrop(input_size), *steps]
+    return v2.Compose(steps)
 
 
 def batch(images: list[bytes], prepare: v2.Compose) -> torch.Tensor:
