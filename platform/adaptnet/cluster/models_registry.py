@@ -50,7 +50,7 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
         skip = "T" * create_model(model_cfg["name"], **model_cfg["args"]).num_stages
     bundle = build_bundle(checkpoint, None if skip else list(budgets), skip, device="cpu",
                           extra_card={"git_commit": git_commit, "source_run_id": run_id})
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     run = mlflow.get_run(run_id)
     card = bundle["card"]
     logged = mlflow.create_logged_model(
@@ -87,7 +87,7 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
         last = result.objectives[-1]
         front = sorted(result.pareto_front(), key=lambda t: t.metrics[last.metric] * (1 if last.mode == "min" else -1))
         chosen = [(f"pareto{i}", t) for i, t in enumerate(front, 1)]
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     name = registered_name(result.name)
     aliases = {}
     for alias, trial in chosen:

@@ -105,7 +105,7 @@ def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown
     """comparison.md, comparison.png and accuracy_vs_cost.png at the top level of the parent's artifacts."""
     import matplotlib.pyplot as plt
 
-    mlflow = client(tracking_uri, fail_fast=True)
+    mlflow = client(tracking_uri)
     mlflow.log_text(parent_id, markdown, "comparison.md")
     for name, fig in (("comparison.png", comparison_figure(rows, f"{result.name}: paired comparison")),
                       ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm"))):
