@@ -27,7 +27,7 @@ EXTRA = {
     ".venv/bin/adaptnet train cifar10-smoke": TINY,
     ".venv/bin/adaptnet train cifar10-imta": TINY,
     ".venv/bin/adaptnet train cifar10-resnet56-adn": TINY,
-    ".venv/bin/adaptnet train my.yaml train.epochs=10 optim.lr=0.05": TINY,
+    ".venv/bin/adaptnet train my.yaml name=my-run train.epochs=10 optim.lr=0.05": TINY,
     ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke": ["--arms", "baseline,ge"],  # 2 seeds: 4 trials
 }
 HELP_ONLY = {  # sweeps that cost a minute each here: the smoke one above runs the same script and machinery
@@ -36,7 +36,13 @@ HELP_ONLY = {  # sweeps that cost a minute each here: the smoke one above runs t
     ".venv/bin/python sweeps/exit_weights.py --scheme power --search-ge",
     ".venv/bin/python sweeps/adn_subpaths.py --preset smoke",
 }
+SERVE = "tests/cluster/test_export.py exports, serves and queries a real model the same way"
 NOT_HERE = {
+    ".venv/bin/adaptnet export runs/x/checkpoints/best.pt --budget 20e6,40e6 --out model": SERVE,
+    ".venv/bin/adaptnet export runs/adn/checkpoints/best.pt --skip TFT --out model": SERVE,
+    "PATH=.venv/bin:$PATH .venv/bin/mlflow models serve -m model --env-manager local -p 5001": SERVE,
+    "curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d '{\"dataframe_split\": "
+    "{\"columns\": [\"image\"], \"data\": [[\"<base64 JPEG>\"]]}, \"params\": {\"budget\": 30e6}}'": SERVE,
     "make demo": "builds .venv and runs the 13-minute demo (make test runs this file)",
     "make test": "is what runs this file",
     ".venv/bin/adaptnet train cifar100-paper --workers 4 --gpus-per-worker 1 --address auto --storage s3://bucket/runs":
