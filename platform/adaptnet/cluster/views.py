@@ -45,7 +45,7 @@ def comparison_figure(rows: list[dict], title: str):
         xs, means, errs, dx, dmeans, derrs = [], [], [], [], [], []
         for m, metric in enumerate(metrics):
             row = next((r for r in rows if r["metric"] == metric and r["arm"] == arm), None)
-            if row is None:
+            if row is None or row["interval"] is None:  # no seed has this metric (e.g. a budget off every curve)
                 continue
             x = m + (a - (len(arms) - 1) / 2) * width
             xs.append(x), means.append(row["interval"].mean), errs.append(_half(row["interval"]))
