@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -63,14 +64,14 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def offline_env(tmp: Path) -> dict[str, str]:
+def offline_env(tmp: Path, tmpdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ADAPTNET_", "AWS_", "RAY_", "MLFLOW_")) and "proxy" not in k.lower()}
     env.update(HOME=str(tmp / "home"), ADAPTNET_CACHE=str(tmp / "cache"), PYTHONPATH=str(REPO / "platform"),
-               TMPDIR=str(tmp / "tmp"))
+               TMPDIR=str(tmpdir))
     if not (Path(sys.prefix) / VENV_RECORD).is_file():  # what `make`'s install records in .venv
         env["ADAPTNET_DATA_DIR"] = str(DATA_DIR)
-    for folder in ("home", "cache", "tmp"):
+    for folder in ("home", "cache"):
         (tmp / folder).mkdir(exist_ok=True)
     return env
 
@@ -100,7 +101,12 @@ def fresh(tmp_path_factory):
     work.mkdir()
     (work / "sweeps").symlink_to(REPO / "sweeps")
     shutil.copyfile(REPO / "platform" / "adaptnet" / "configs" / "cifar10-smoke.yaml", work / "my.yaml")
-    return work, offline_env(tmp)
+    # A short TMPDIR, as a user's /tmp: Ray's socket paths under it must stay within AF_UNIX's 107 bytes.
+    tmpdir = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))
+    try:
+        yield work, offline_env(tmp, tmpdir)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def test_every_readme_command_is_run_or_has_a_reason():

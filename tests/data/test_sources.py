@@ -89,3 +89,20 @@ def test_archive_without_a_test_split_is_rejected(tmp_path):
     shutil.rmtree(tree / "test")
     with pytest.raises(DataError, match="no images under a test split"):
         load_splits(str(tree), tmp_path / "cache")
+
+
+def test_archive_inspection_is_read_once_and_redone_when_the_archive_changes(tmp_path):
+    import os
+
+    from adaptnet.data import inspect_dataset
+
+    archive = _tar(_tiny_tree(tmp_path / "src"), tmp_path / "tiny.tar.gz")
+    cache = tmp_path / "cache"
+    first = inspect_dataset(str(archive), cache)
+    assert first.counts == {"train": 6, "test": 6} and first.classes == ["a", "b"]
+    (written,) = (cache / "inspected").glob("*.json")
+    stamp = written.stat().st_mtime_ns
+    assert inspect_dataset(str(archive), cache) == first and written.stat().st_mtime_ns == stamp  # from the cache
+    _tar(_tiny_tree(tmp_path / "other", images_per_class=2), archive)  # same path, new content
+    os.utime(archive, ns=(stamp + 10**9, stamp + 10**9))
+    assert inspect_dataset(str(archive), cache).counts == {"train": 4, "test": 4}

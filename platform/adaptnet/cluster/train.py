@@ -19,7 +19,7 @@ from pathlib import Path
 from ..loop import RunConfig
 from ..loop.checkpoint import load_checkpoint
 from .ray_runtime import runtime_env
-from .storage import storage_target
+from .storage import local_copy, storage_target
 from .tracking import EpochLogger, client, find_or_create_run, flatten, resolve_tracking_uri
 from .trial_results import SCORE, final_result, final_summary, log_final, score
 
@@ -185,7 +185,7 @@ def fetch_handoff(cfg: RunConfig, checkpoint) -> RunConfig:
     local = cfg.run_dir / "handoff" / SELECTED_FILE
     if not local.exists():
         local.parent.mkdir(parents=True, exist_ok=True)
-        with checkpoint.as_directory() as folder:
+        with local_copy(checkpoint) as folder:
             shutil.copyfile(Path(folder) / SELECTED_FILE, local.with_suffix(".part"))
         local.with_suffix(".part").replace(local)
     tree = cfg.model_dump()
@@ -225,7 +225,7 @@ def restore(checkpoint) -> tuple[dict | None, dict]:
     """(checkpoint dict, tracking state) from Ray Train's latest checkpoint, or (None, {})."""
     if checkpoint is None:
         return None, {}
-    with checkpoint.as_directory() as folder:
+    with local_copy(checkpoint) as folder:
         state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
         tracking = json.loads((Path(folder) / TRACKING_FILE).read_text())
     return state, tracking

@@ -14,7 +14,7 @@ from ..deploy.latency import latency_metrics
 from ..loop import RunConfig, stage_configs
 from .models_registry import log_trial_model
 from .stage_share import StageShare, run_stages
-from .storage import storage_target
+from .storage import local_copy, storage_target
 from .sweep_runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, git_commit
 from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten
 from .trial_config import SPECIAL_KEYS, trial_config, trial_overrides
@@ -154,7 +154,7 @@ def _restore_run_dir(checkpoint, run_dir: Path) -> list[dict]:
 
     if checkpoint is None:
         return []
-    with checkpoint.as_directory() as folder:
+    with local_copy(checkpoint) as folder:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         shutil.copytree(Path(folder) / "run", run_dir)

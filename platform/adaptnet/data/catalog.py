@@ -181,6 +181,27 @@ def _inspect_archive(path: Path, spec: str, sample: int) -> DatasetInfo:
                        {"train": _size_stats(sizes.get("train", [])), "test": _size_stats(sizes.get(eval_folder, []))})
 
 
+def _inspected_archive(path: Path, spec: str, sample: int, cache: Path) -> DatasetInfo:
+    """`_inspect_archive`, read once per archive (keyed by path, size and mtime) and then from the cache: a
+    pass over CIFAR-10's 120,000 gzip'd members costs seconds, and every run, trial and evaluation plans."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sample}".encode()).hexdigest()[:16]
+    cached = cache / "inspected" / f"{key}.json"
+    try:
+        return DatasetInfo(**{**json.loads(cached.read_text()), "spec": spec})
+    except (OSError, ValueError, TypeError):  # not there yet (or unreadable): inspect and write it
+        pass
+    info = _inspect_archive(path, spec, sample)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{key}.part{os.getpid()}")
+        partial.write_text(info.to_json())
+        partial.replace(cached)  # atomic: a concurrent reader sees all of it or nothing
+    except OSError:
+        pass  # a read-only cache only costs the next run the pass again
+    return info
+
+
 def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int = HEADER_SAMPLE) -> DatasetInfo:
     """What a run needs to plan, without decoding the dataset: listing + `sample` headers per split."""
     if spec.lower() in TORCHVISION_COUNTS:
@@ -191,7 +212,7 @@ def inspect_dataset(spec: str, cache_root: str | Path | None = None, sample: int
     if is_archive(spec) and (spec.startswith("s3://") or Path(spec).expanduser().is_file()):
         cache = Path(cache_root) if cache_root else default_cache_root()
         local = fetch_s3(spec, cache) if spec.startswith("s3://") else Path(spec).expanduser()  # once, as for training
-        return _inspect_archive(local, spec, sample)
+        return _inspected_archive(local, spec, sample, cache)
     reader = open_reader(spec, cache_root)
     listing = reader.listing()
     fmt = {FolderReader: "folder", S3FolderReader: "s3-folder", ShardReader: "shards"}[type(reader)]
