@@ -25,8 +25,8 @@ def _submit_smoke_sweep(head: RayHead, tmp_path: Path, spec: str, tracking_uri: 
     done = subprocess.run(
         [RAY, "job", "submit", "--address", head.dashboard, "--submission-id", submission,
          "--runtime-env", "clusters/runtime_env.yaml", "--", "python", "sweeps/ge_vs_baseline.py", "--preset",
-         "smoke", "--dataset", spec, "--storage", str(tmp_path / "store"), "--tracking-uri", tracking_uri,
-         "--name", name], cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1500)
+         "smoke", "--seeds", "1", "--dataset", spec, "--storage", str(tmp_path / "store"), "--tracking-uri",
+         tracking_uri, "--name", name], cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1500)
     runtime = time.perf_counter() - started
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     return submission, runtime
@@ -45,7 +45,7 @@ def test_job_submit_runs_the_smoke_sweep_into_mlflow_on_loopback(tmp_path, cifar
         submission, runtime = _submit_smoke_sweep(ray_head, tmp_path, cifar10_spec, server.uri, "job-smoke")
         parent, children = _parent_and_children(server.uri, "job-smoke")
         assert parent.info.status == "FINISHED"
-        assert len(children) == 6 and {r.info.status for r in children} == {"FINISHED"}  # 3 arms × 2 seeds
+        assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}  # 3 arms × 1 seed
         assert {r.data.tags["adaptnet.arm"] for r in children} == {"baseline", "ge", "imta"}
         artifacts = {a.path for a in client(server.uri).list_artifacts(parent.info.run_id, "job-smoke-seeds")}
         assert {"job-smoke-seeds/comparison.md", "job-smoke-seeds/trials.csv"} <= artifacts

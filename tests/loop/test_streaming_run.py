@@ -42,10 +42,10 @@ def test_mixed_size_jpegs_train_through_the_streaming_source_far_above_chance(mi
         "name=stream", f"output_dir={tmp_path}", f"data.dataset={mixed_size_cifar}", "data.loader=auto",
         "data.holdout=200", "data.train_subset=null", "data.test_subset=null", "data.workers=2",
         "data.augment.train_crop=32", "data.augment.eval_resize=36", "data.augment.eval_crop=32",
-        "model.name=msdnet_cifar_budgeted", "train.epochs=4", "train.batch_size=64", "train.progress=false",
+        "model.name=msdnet_cifar_budgeted", "model.args={n_blocks: 3, n_channels: 8}", "train.epochs=4", "train.batch_size=64", "train.progress=false",
         "optim.lr=0.1"])
     (result,) = run(cfg)
     assert result.history[0]["train/samples"] == 2300
-    top1 = result.metrics["test/top1_exit5"]
-    print(f"streaming, mixed sizes: test top-1 of the last exit after 4 epochs {top1:.1f}% (chance 10%)")
+    top1 = result.metrics["test/top1_exit3"]
+    print(f"streaming, mixed sizes: test top-1 of the last exit (of 3) after 4 epochs {top1:.1f}% (chance 10%)")
     assert top1 > 25
