@@ -123,7 +123,7 @@ def test_s3_drill_two_workers_global_metrics_checkpoints_and_artifacts_in_the_bu
     assert [step for step, _ in epochs] == [1, 2]
 
 
-@pytest.mark.parametrize("mlflow_server", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("mlflow_server", ["postgresql"], indirect=True)  # the cluster's durable store
 def test_mlflow_down_drill_loses_no_metric(tmp_path, cifar10_spec, ray_cluster, mlflow_server):
     outcome = {}
     cfg = _config(tmp_path, cifar10_spec, "mlflow-down", 4)

@@ -78,7 +78,8 @@ def test_local_multi_node_cluster_runs_the_smoke_sweep_with_trials_on_two_nodes(
         # no job agent ("No available agent to submit job"), so `ray job submit` is covered by the test above.
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "sweeps/ge_vs_baseline.py", "--preset", "smoke", "--dataset", cifar10_spec,
+            [sys.executable, "sweeps/ge_vs_baseline.py", "--preset", "smoke", "--arms", "baseline,ge",  # 4 trials
+             "--dataset", cifar10_spec,
              "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path / "store"), "--tracking-uri", tracking,
              "--name", "multi-node"], cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1500)
         runtime = time.perf_counter() - started

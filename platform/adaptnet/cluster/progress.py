@@ -32,10 +32,32 @@ class SweepProgress(Callback):
         self.stages: dict[str, list] = {}
         self.planned: dict[str, int] = {}     # stage key (or trial/stage) → epochs
         self.done: set[tuple[str, int]] = set()
+        self.done_before = 0                  # epochs of trials that finished before a restore
         self.started = time.time()
         self.known_up_front = bool(planned)
+        self.looked_for_restored = False
         for params in planned:
             self._plan(params)
+
+    def setup(self, **info):
+        """The start of every `fit`, also of a restored sweep's (whose callback is this one, unpickled)."""
+        self.started, self.looked_for_restored = time.time(), False
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Once per fit: a restored sweep's trials that finished before it restarted, shown and counted done."""
+        if self.looked_for_restored:
+            return
+        self.looked_for_restored = True
+        for trial in trials:
+            if trial.status != "TERMINATED" or trial.trial_id in self.numbers:
+                continue
+            self._register(trial)
+            for stage, _, key in self.stages[trial.trial_id]:
+                self.done.update((key, epoch) for epoch in range(1, stage.train.epochs + 1))
+            score = (trial.last_result or {}).get(SCORE)
+            self._say(f"{self._who(trial)}: finished before this restore"
+                      + (f", score {score:.2f}" if score is not None else ""))
+        self.done_before = len(self.done)
 
     def _plan(self, params: dict) -> list:
         try:
@@ -85,7 +107,7 @@ class SweepProgress(Callback):
         if not self.known_up_front:  # a search: the trials not started yet are like the started ones
             planned = max(done, round(planned * self.total / len(self.numbers)))
         elapsed = time.time() - self.started
-        left = elapsed * max(0, planned - done) / done
+        left = elapsed * max(0, planned - done) / max(1, done - self.done_before)  # the pace since this start
         self._say(f"{self._who(trial)}, {stage.name}: epoch {step - offset}/{stage.train.epochs}"
                   + (f", held-out score {score:.2f}" if score is not None else "")
                   + f" | sweep: {done}/{planned} epochs, {duration(elapsed)} elapsed, ~{duration(left)} left")
