@@ -25,7 +25,7 @@ PRESETS = {
                     help="minutes on a CPU: tiny subsets, 1 epoch per stage, 2 seeds", seeds=2, trials=0),
     "cpu": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", "data.train_subset=2500", "data.holdout=500",
                                    "data.test_subset=1000", "train.epochs=3", "train.batch_size=64"),
-                  help="the demo: real CIFAR-10 subsets, 3 epochs per stage, 3 seeds (~15 min on a 2-core laptop)",
+                  help="the demo: real CIFAR-10 subsets, 3 epochs per stage, 3 seeds (~12 min on a quiet 2-core machine)",
                   seeds=3, trials=0),
     "paper-cifar100": Preset("cifar100-imta-paper", help="the IMTA brief's CIFAR-100 recipe (300+300 epochs), "
                              "5 seeds, 1 GPU per trial", seeds=5, trials=0, gpus_per_worker=1, cpus_per_worker=4),

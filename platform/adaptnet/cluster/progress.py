@@ -44,11 +44,17 @@ class SweepProgress(Callback):
         self.started, self.looked_for_restored = time.time(), False
 
     def on_step_begin(self, iteration, trials, **info):
+        self._show_restored(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self._show_restored(trials)  # a restored sweep with nothing left to run takes no step
+
+    def _show_restored(self, trials) -> None:
         """Once per fit: a restored sweep's trials that finished before it restarted, shown and counted done."""
         if self.looked_for_restored:
             return
         self.looked_for_restored = True
-        for trial in trials:
+        for trial in sorted(trials, key=lambda t: t.trial_id):  # in the order they were created
             if trial.status != "TERMINATED" or trial.trial_id in self.numbers:
                 continue
             self._register(trial)
