@@ -216,7 +216,9 @@ class RayHead:
             return json.loads(answer.read())
 
     def stop(self):
-        stop_group(self.proc)  # --block: ray start tears its processes down on SIGTERM
+        # SIGTERM reaches every Ray process of the group at once; `ray start --block` itself then waits out its
+        # own 60 s+ grace, so what is still there after a few seconds is killed
+        stop_group(self.proc, timeout=5)
         self.log.close()
 
 
