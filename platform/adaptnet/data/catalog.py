@@ -29,6 +29,14 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("ADAPTNET_CACHE", Path.home() / ".cache" / "adaptnet"))
 
 
+def source_key(path: Path, *extra) -> str:
+    """A cache key for a local dataset file or folder: its path, size and mtime (and `extra`), so that a changed
+    source is read again."""
+    stat = path.stat()
+    text = "|".join(str(part) for part in (path.resolve(), stat.st_size, stat.st_mtime_ns, *extra))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def is_archive(spec: str) -> bool:
     return spec.lower().endswith(ARCHIVE_SUFFIXES)
 
@@ -66,8 +74,7 @@ def open_reader(spec: str, cache_root: str | Path | None = None):
 
 def unpacked(archive: Path, cache: Path, spec: str) -> Path:
     """The archive's ImageFolder tree, unpacked once under the cache (keyed by path, size and mtime)."""
-    stat = archive.stat()
-    key = hashlib.sha1(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = source_key(archive)
     target = cache / "unpacked" / key
     if (target / ".complete").exists():
         return _tree_root(target, spec)
@@ -184,8 +191,7 @@ def _inspect_archive(path: Path, spec: str, sample: int) -> DatasetInfo:
 def _inspected_archive(path: Path, spec: str, sample: int, cache: Path) -> DatasetInfo:
     """`_inspect_archive`, read once per archive (keyed by path, size and mtime) and then from the cache: a
     pass over CIFAR-10's 120,000 gzip'd members costs seconds, and every run, trial and evaluation plans."""
-    stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sample}".encode()).hexdigest()[:16]
+    key = source_key(path, sample)
     cached = cache / "inspected" / f"{key}.json"
     try:
         return DatasetInfo(**{**json.loads(cached.read_text()), "spec": spec})

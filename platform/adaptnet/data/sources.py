@@ -14,7 +14,6 @@ the cache root, keyed by the source's identity (path, size, mtime / S3 ETag), an
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tarfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .catalog import ARCHIVE_SUFFIXES, default_cache_root
+from .catalog import ARCHIVE_SUFFIXES, default_cache_root, source_key
 from .decode import decode_rgb
 from .errors import DataError
 from .readers import IMAGE_SUFFIXES, fetch_s3, s3_cache_path  # noqa: F401 (s3_cache_path: re-exported)
@@ -52,8 +51,7 @@ def load_splits(spec: str, cache_root: str | Path | None = None) -> dict[str, Im
     if not local.exists():
         raise DataError(f"data.dataset: {spec!r} does not exist (expected cifar10, cifar100, an ImageFolder "
                         f"folder or .tar.gz, local or s3://)")
-    stat = local.stat()
-    key = hashlib.sha1(f"{local.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = source_key(local)
     cached = cache / "decoded" / f"{key}.pt"
     if cached.exists():
         return _read_cache(cached)
