@@ -53,7 +53,7 @@ def torch_loader_rate(tree: Path) -> float:
 
 
 def ray_loader_rate(tree: Path) -> float:
-    from adaptnet.cluster.ray_data import build_datasets
+    from adaptnet.cluster.run.ray_data import build_datasets
     from adaptnet.loop import load_config
 
     cfg = load_config("cifar10-smoke", [f"data.dataset={tree}", "data.holdout=0", "data.loader=ray",

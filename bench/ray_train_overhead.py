@@ -13,8 +13,8 @@ from pathlib import Path
 
 import ray
 
-from adaptnet.cluster.ray_runtime import runtime_env
-from adaptnet.cluster.train import ClusterOptions, train_on_ray
+from adaptnet.cluster.run.runtime import runtime_env
+from adaptnet.cluster.run.train import ClusterOptions, train_on_ray
 from adaptnet.loop import fit, load_config
 
 

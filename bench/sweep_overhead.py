@@ -16,9 +16,12 @@ from pathlib import Path
 
 import ray
 
-from adaptnet.cluster.sweep import SweepSpec, final_summary, run_sweep, trial_config
-from adaptnet.cluster.ray_runtime import runtime_env
-from adaptnet.cluster.sweep_cli import LOCAL_RESOURCES
+from adaptnet.cluster.sweep.config import trial_config
+from adaptnet.cluster.sweep.driver import run_sweep
+from adaptnet.cluster.sweep.spec import SweepSpec
+from adaptnet.cluster.tracking.results import final_summary
+from adaptnet.cluster.run.runtime import runtime_env
+from adaptnet.cluster.sweep.cli import LOCAL_RESOURCES
 from adaptnet.loop import build_config, fit, read_yaml
 
 EXTRA_TRIALS = 3

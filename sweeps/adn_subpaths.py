@@ -8,9 +8,9 @@ makes the cost the base-net's measured latency on the trial's own device (or add
 """
 import sys
 
-from adaptnet.cluster.spaces import ADNSpace
-from adaptnet.cluster.sweep import Objective
-from adaptnet.cluster.sweep_cli import CPU_DATA, SMOKE_DATA, Preset, cost_budgets, search_main
+from adaptnet.cluster.sweep.spaces import ADNSpace
+from adaptnet.cluster.sweep.spec import Objective
+from adaptnet.cluster.sweep.cli import CPU_DATA, SMOKE_DATA, Preset, cost_budgets, search_main
 
 PRESETS = {
     "smoke": Preset("cifar10-resnet56-adn", SMOKE_DATA,
@@ -29,7 +29,7 @@ def flags(p):
 
 
 def objectives(args):
-    from adaptnet.cluster.sweep_cli import SweepArgumentError
+    from adaptnet.cluster.sweep.cli import SweepArgumentError
 
     if args.objective == "macs":
         return OBJECTIVES

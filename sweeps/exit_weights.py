@@ -6,8 +6,8 @@ one-parameter scheme w_k ∝ (k/K)^p, optionally with Gradient Equilibrium on/of
 """
 import sys
 
-from adaptnet.cluster.spaces import ExitWeightSpace, GESpace
-from adaptnet.cluster.sweep_cli import CPU_DATA, SMOKE_DATA, Preset, cost_budgets, search_main
+from adaptnet.cluster.sweep.spaces import ExitWeightSpace, GESpace
+from adaptnet.cluster.sweep.cli import CPU_DATA, SMOKE_DATA, Preset, cost_budgets, search_main
 
 PRESETS = {
     "smoke": Preset("cifar10-smoke", ("model.name=msdnet_cifar_budgeted", *SMOKE_DATA), help="4 tiny trials on a CPU", trials=4),
@@ -28,8 +28,9 @@ def flags(p):
 
 
 def objectives(args):
-    from adaptnet.cluster.sweep import SCORE, Objective
-    from adaptnet.cluster.sweep_cli import SweepArgumentError
+    from adaptnet.cluster.sweep.spec import Objective
+    from adaptnet.cluster.tracking.results import SCORE
+    from adaptnet.cluster.sweep.cli import SweepArgumentError
 
     if args.objective == "score":
         return None

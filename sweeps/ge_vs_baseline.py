@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from adaptnet.cluster.sweep_cli import SMOKE_DATA, Preset, SweepArgumentError, main_guard, parser
+from adaptnet.cluster.sweep.cli import SMOKE_DATA, Preset, SweepArgumentError, main_guard, parser
 
 ARMS = {
     "baseline": {"technique": "multi_exit", "model.ge_scope": None},
@@ -44,13 +44,15 @@ def main() -> int:
 
 
 def run(args) -> int:
-    from adaptnet.cluster.spaces import OptimSpace
-    from adaptnet.cluster.summary import csv_text, log_sweep_summary
-    from adaptnet.cluster.sweep import SweepSpec, parent_run, run_sweep, validate, with_overrides
-    from adaptnet.cluster.sweep_cli import base_tree, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
+    from adaptnet.cluster.sweep.spaces import OptimSpace
+    from adaptnet.cluster.sweep.summary import csv_text, log_sweep_summary
+    from adaptnet.cluster.sweep.config import with_overrides
+    from adaptnet.cluster.sweep.driver import parent_run, run_sweep, validate
+    from adaptnet.cluster.sweep.spec import SweepSpec
+    from adaptnet.cluster.sweep.cli import base_tree, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
 
-    from adaptnet.cluster.tracking import client
-    from adaptnet.cluster.views import log_comparison
+    from adaptnet.cluster.tracking.store import client
+    from adaptnet.cluster.tracking.views import log_comparison
     from adaptnet.metrics.stats import comparison_rows, row_notes, table_csv_rows, table_markdown, table_text, verdict
 
     preset = PRESETS[args.preset]

@@ -5,8 +5,8 @@ on the held-out score). Each trial runs both IMTA stages (GE backbone, then ISC 
 """
 import sys
 
-from adaptnet.cluster.spaces import KDSpace
-from adaptnet.cluster.sweep_cli import CPU_DATA, SMOKE_DATA, Preset, search_main
+from adaptnet.cluster.sweep.spaces import KDSpace
+from adaptnet.cluster.sweep.cli import CPU_DATA, SMOKE_DATA, Preset, search_main
 
 PRESETS = {
     "smoke": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", *SMOKE_DATA), help="4 tiny trials on a CPU", trials=4),

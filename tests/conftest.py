@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from adaptnet.cluster.environ import scoped_environ
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_MIRROR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 # Start-up deadline of every server the tests start: generous, since a loaded 2-core machine is slow; a server
@@ -118,17 +120,11 @@ def moto_server():
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
-    saved = {k: os.environ.get(k) for k in env}
     try:
         wait_until_up(proc, lambda: http_get(endpoint), "moto_server")
-        os.environ.update(env)
-        yield endpoint
+        with scoped_environ(env):
+            yield endpoint
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         stop_group(proc)
 
 
@@ -238,7 +234,7 @@ def ray_cluster(moto_server):
     variables are set so that its workers inherit them."""
     import ray
 
-    from adaptnet.cluster.ray_runtime import runtime_env
+    from adaptnet.cluster.run.runtime import runtime_env
 
     try:
         ray.init(address="local", num_cpus=4, include_dashboard=True, runtime_env=runtime_env())

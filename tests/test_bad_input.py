@@ -181,7 +181,7 @@ def _tiny_checkpoint(path: Path, tree: dict, model_name: str = "msdnet_cifar_any
 def workspace(tmp_path_factory, cifar10_spec):
     """A working directory as a user has it: runs/existing (a cifar10-smoke run), runs/swapped (its
     checkpoint holds another model), an mlflow.db holding runs, and some checkpoints."""
-    from adaptnet.cluster.tracking import find_or_create_run, flatten
+    from adaptnet.cluster.tracking.store import find_or_create_run, flatten
     from adaptnet.loop import load_config
 
     root = tmp_path_factory.mktemp("workspace")

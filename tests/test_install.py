@@ -24,8 +24,8 @@ def test_models_losses_and_loop_do_not_import_ray_or_mlflow():
     assert out == "[]"
 
 
-def test_the_package_has_no_import_cycles():
-    """Every `import` of an adaptnet module, lazy (inside functions) ones included, forms an acyclic graph."""
+def _import_graph() -> tuple[dict[str, set[str]], dict[str, Path]]:
+    """Every `import` of an adaptnet module, lazy (inside functions) ones included: {module: modules it imports}."""
     import ast
 
     root = Path(__file__).resolve().parents[1] / "platform"
@@ -44,6 +44,12 @@ def test_the_package_has_no_import_cycles():
             elif isinstance(node, ast.Import):
                 edges.update(alias.name for alias in node.names)
         graph[name] = {e for e in edges if e in modules and e != name and not name.startswith(e + ".")}
+    return graph, modules
+
+
+def test_the_package_has_no_import_cycles():
+    """The import graph, lazy imports included, is acyclic."""
+    graph, modules = _import_graph()
 
     def cycle_from(start: str, at: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
         for nxt in sorted(graph[at]):
@@ -57,3 +63,17 @@ def test_the_package_has_no_import_cycles():
     leaves = [n for n, p in modules.items() if p.name != "__init__.py"]
     cycles = [c for n in leaves if (c := cycle_from(n, n, (n,))) and all(modules[m].name != "__init__.py" for m in c)]
     assert not cycles, cycles[0]
+
+
+def test_cluster_rooms_are_layered_sweep_run_tracking():
+    """cluster/ is three rooms: sweep may import run and tracking, run may import tracking, tracking neither."""
+    graph, _ = _import_graph()
+    rank = {"adaptnet.cluster.tracking": 0, "adaptnet.cluster.run": 1, "adaptnet.cluster.sweep": 2}
+
+    def room(module: str) -> str | None:
+        return next((r for r in rank if module == r or module.startswith(r + ".")), None)
+
+    upward = [(src, dst) for src, targets in graph.items() for dst in targets
+              if room(src) and room(dst) and rank[room(dst)] > rank[room(src)]]
+    assert not upward, upward
+    assert all(room(m) or m.count(".") < 3 for m in graph if m.startswith("adaptnet.cluster.")), "a module outside the rooms"

@@ -50,7 +50,7 @@ def _train(args) -> int:
         check_device(cfg.train.device, "train.device")
     else:
         from .cluster.preflight import check_cluster, check_resources
-        from .cluster.tracking import resolve_tracking_uri
+        from .cluster.tracking.store import resolve_tracking_uri
 
         check_resources(args.cpus_per_worker, args.gpus_per_worker)
         field = "MLFLOW_TRACKING_URI" if not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
@@ -63,7 +63,7 @@ def _train(args) -> int:
             print(f"run directory: {result.run_dir}")
             print(format_output_table(result.metrics))
         return 0
-    from .cluster.train import ClusterOptions, train_on_ray
+    from .cluster.run.train import ClusterOptions, train_on_ray
 
     options = ClusterOptions(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                              gpus_per_worker=args.gpus_per_worker, address=args.address, storage=args.storage,
@@ -142,7 +142,7 @@ def _print_subnets(result: dict) -> None:
 
 
 def _export(args) -> int:
-    from .cluster.export import export
+    from .cluster.tracking.export import export
 
     print(f"model: {export(args.checkpoint, args.out, args.budget, args.skip, args.device)}")
     return 0

@@ -1,7 +1,7 @@
 """The sweep's progress lines on a restore: trials that finished before it are listed once and count as done."""
 from types import SimpleNamespace
 
-from adaptnet.cluster.progress import SweepProgress
+from adaptnet.cluster.sweep.progress import SweepProgress
 from adaptnet.loop import load_config
 
 EXPECTED = ["[demo] trial 1/3, arm ge, seed 0: finished before this restore, score 41.40",

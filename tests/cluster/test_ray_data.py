@@ -7,8 +7,9 @@ from pathlib import Path
 import boto3
 import torch
 
-from adaptnet.cluster.tracking import client
-from adaptnet.cluster.train import SELECTED_FILE, ClusterOptions, train_on_ray
+from adaptnet.cluster.tracking.store import client
+from adaptnet.cluster.run.job import SELECTED_FILE
+from adaptnet.cluster.run.train import ClusterOptions, train_on_ray
 from adaptnet.loop import load_config, stage_configs
 
 SMALL_IMAGENET = ["data.transform=imagenet", "data.augment.train_crop=32", "data.augment.eval_resize=36",
@@ -39,13 +40,13 @@ def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_pa
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from adaptnet.cluster.train import trainer_data
+    from adaptnet.cluster.run.trainer import trainer_data
 
     def _ids_per_rank(config):
         """A Train worker that records the sample ids of its train shard for 2 epochs (test-only loop; nested: pickled by value)."""
         import ray.train
 
-        from adaptnet.cluster.ray_data import worker_data
+        from adaptnet.cluster.run.ray_data import worker_data
         from adaptnet.loop import RunConfig
 
         cfg = RunConfig.model_validate(config["run"])

@@ -8,8 +8,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from adaptnet.cluster.tracking import client, search_exact
-from adaptnet.cluster.train import ClusterOptions, train_on_ray
+from adaptnet.cluster.tracking.store import client, search_exact
+from adaptnet.cluster.run.train import ClusterOptions, train_on_ray
 from adaptnet.loop import load_config
 
 TINY = ["model.name=msdnet_cifar_budgeted", "data.train_subset=128", "data.holdout=32", "data.test_subset=32",

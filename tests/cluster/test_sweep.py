@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import ray
 
-from adaptnet.cluster.spaces import ADNSpace, ExitWeightSpace, OptimSpace
-from adaptnet.cluster.sweep import (FINAL_MARK, SCORE, Objective, SweepSpec, child_runs, concurrency,
-                                    finished_summary, run_sweep, with_overrides)
-from adaptnet.cluster.tracking import client, find_or_create_run, search_exact
+from adaptnet.cluster.sweep.spaces import ADNSpace, ExitWeightSpace, OptimSpace
+from adaptnet.cluster.sweep.config import with_overrides
+from adaptnet.cluster.sweep.driver import concurrency, run_sweep
+from adaptnet.cluster.sweep.spec import Objective, SweepSpec
+from adaptnet.cluster.tracking.results import FINAL_MARK, SCORE
+from adaptnet.cluster.tracking.runs import child_runs, finished_summary
+from adaptnet.cluster.tracking.store import client, find_or_create_run, search_exact
 from adaptnet.loop import build_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +70,7 @@ def _assert_models_logged_and_registered(spec, result, children, expected_aliase
     import mlflow.pyfunc
     from mlflow.entities import LoggedModelStatus
 
-    from adaptnet.cluster.models_registry import MODEL_TAG, registered_name
+    from adaptnet.cluster.tracking.models import MODEL_TAG, registered_name
 
     tracker = client(spec.tracking_uri)
     finished = {t.trial_id for t in result.finished()}
@@ -146,7 +149,7 @@ def test_multi_objective_adn_sweep_has_a_pareto_front_of_sub_path_choices(tmp_pa
 
 
 def test_bad_sweep_values_fail_in_one_line_before_any_cluster_work(tmp_path, cifar10_spec):
-    from adaptnet.cluster.sweep import validate
+    from adaptnet.cluster.sweep.driver import validate
     from adaptnet.loop import ConfigError
 
     base = _base(cifar10_spec, *TINY_MSDNET)

@@ -2,7 +2,7 @@
 them exactly, quotes, backslashes and LIKE wildcards included."""
 import pytest
 
-from adaptnet.cluster.tracking import client, find_or_create_run, find_run, search_exact
+from adaptnet.cluster.tracking.store import client, find_or_create_run, find_run, search_exact
 
 
 @pytest.mark.parametrize("key", ["plain/key", "it's", 'say "hi"', "both ' and \"", "back\\slash'", "100%_x", "a' or '1'='1"])
@@ -20,7 +20,7 @@ def test_run_keys_with_any_characters_are_found_exactly(tmp_path, key):
 def test_a_bare_postgresql_uri_is_a_tracking_store(postgres_server):
     """`--tracking-uri postgresql://…` passes the pre-flight and MLflow keeps runs in the real PostgreSQL."""
     from adaptnet.cluster.preflight import check_tracking_uri
-    from adaptnet.cluster.tracking import resolve_tracking_uri
+    from adaptnet.cluster.tracking.store import resolve_tracking_uri
 
     store = postgres_server.create_database("direct").replace("postgresql+psycopg2://", "postgresql://")
     uri = resolve_tracking_uri(store)

@@ -2,9 +2,10 @@
 import math
 import time
 
-from adaptnet.cluster.sweep import SweepSpec, TrialSummary, SweepResult, Objective
-from adaptnet.cluster.tracking import client, find_or_create_run
-from adaptnet.cluster.views import arm_cost_figure, comparison_figure, sweep_params, system_metrics
+from adaptnet.cluster.sweep.spec import Objective, SweepResult, SweepSpec, TrialSummary
+from adaptnet.cluster.tracking.store import client, find_or_create_run
+from adaptnet.cluster.tracking.system import system_metrics
+from adaptnet.cluster.tracking.views import arm_cost_figure, comparison_figure, sweep_params
 from adaptnet.loop import build_config, read_yaml
 from adaptnet.metrics.stats import comparison_rows
 

@@ -11,8 +11,8 @@ import yaml
 
 from conftest import MlflowServer, RayHead
 
-from adaptnet.cluster.sweep import NODE_TAG, child_runs
-from adaptnet.cluster.tracking import client, search_exact
+from adaptnet.cluster.tracking.runs import NODE_TAG, child_runs
+from adaptnet.cluster.tracking.store import client, search_exact
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -14,7 +14,7 @@ import pytest
 from conftest import MlflowServer
 
 from adaptnet.cluster.preflight import check_tracking_uri
-from adaptnet.cluster.tracking import find_or_create_run
+from adaptnet.cluster.tracking.store import find_or_create_run
 
 REPO = Path(__file__).resolve().parents[2]
 

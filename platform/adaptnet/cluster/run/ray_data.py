@@ -17,9 +17,9 @@ import sys
 import numpy as np
 import torch
 
-from ..data import DataError, Prepared, eval_indices, make_split, streaming_plan
-from ..data.decode import decode_rgb
-from ..data.transforms import eval_size, eval_transform, normalize_batch, train_transform
+from ...data import DataError, Prepared, eval_indices, make_split, streaming_plan
+from ...data.decode import decode_rgb
+from ...data.transforms import eval_size, eval_transform, normalize_batch, train_transform
 
 TRAIN, HOLDOUT, TEST = "train", "holdout", "test"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .spaces import Space
-from .trial_results import SCORE
+from ..tracking.results import SCORE
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,3 @@ class SweepResult:
 
         scored = [t for t in self.finished() if all(t.metrics.get(o.metric) is not None for o in self.objectives)]
         return [t for t in scored if not any(beats(other, t) for other in scored)]
-
-
-# --- configs -------------------------------------------------------------------------------------------

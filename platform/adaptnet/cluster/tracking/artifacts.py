@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from ..loop import RunConfig
-from ..loop.trainer import checkpoint_path
-from .tracking import client
+from ...loop import RunConfig
+from ...loop.trainer import checkpoint_path
+from .store import client
 
 
 def output_costs(costs_report: dict) -> dict[str, int]:
@@ -31,7 +31,7 @@ def accuracy_cost_rows(run_dir: Path) -> list[dict]:
 
 
 def log_run_artifacts(tracking_uri: str, run_id: str, cfg: RunConfig) -> None:
-    from ..metrics.plots import plot_accuracy_cost
+    from ...metrics.plots import plot_accuracy_cost
 
     mlflow = client(tracking_uri)
     run_dir = cfg.run_dir

@@ -1,7 +1,8 @@
 """Deployable adaptive models as MLflow pyfunc models: `adaptnet export` (one self-contained model folder,
 served by `mlflow models serve`) and the MLflow 3 LoggedModel of a sweep trial's selected checkpoint.
 
-The model ships the adaptnet package (code_paths) and one bundle file (`adaptnet.deploy.bundle`); a request
+The model is code (`pyfunc_model.py`, no pickled object), ships the adaptnet package (code_paths) and one
+bundle file (`adaptnet.deploy.bundle`); a request
 is a table with one `image` column of encoded images (base64 in JSON), and for multi-exit nets the
 per-request parameter `budget` (multiply-adds per image) picks the held-out-calibrated thresholds.
 """
@@ -17,10 +18,11 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from ..deploy import DeployError
-from ..deploy.bundle import Runner, build_bundle, save_bundle
+from ...deploy import DeployError
+from ...deploy.bundle import Runner, build_bundle, save_bundle
 
-PACKAGE = Path(__file__).resolve().parents[1]  # the adaptnet package, shipped inside every model
+PACKAGE = Path(__file__).resolve().parents[2]  # the adaptnet package, shipped inside every model
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # models from code: no pickled object
 
 
 QUIET = ".*An input example was not provided"  # the signature is explicit
@@ -97,7 +99,7 @@ def save_model_dir(bundle: dict, out: Path, mlflow_model=None) -> Path:
         (folder / "model_card.md").write_text(card_markdown(bundle["card"]))
         (folder / "model_card.json").write_text(json.dumps(bundle["card"], indent=1))
         mlflow.pyfunc.save_model(
-            str(out), python_model=AdaptivePyfunc(),
+            str(out), python_model=str(MODEL_CODE),
             artifacts={"bundle": str(path), "model_card": str(folder / "model_card.md"),
                        "model_card_json": str(folder / "model_card.json")},
             signature=signature(bundle), code_paths=[str(PACKAGE)], pip_requirements=requirements(),
@@ -112,7 +114,7 @@ def export(checkpoint: str, out: str, budgets: list[float] | None, skip: str | N
     """`adaptnet export`: every check runs before anything is written."""
     import os
 
-    from .sweep_runs import git_commit
+    from .runs import git_commit
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a CLI's output, not a notebook's
     target = Path(out)

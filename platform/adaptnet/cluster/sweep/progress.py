@@ -14,7 +14,7 @@ import time
 from ray.tune import Callback
 
 from .stage_share import stage_key
-from .trial_results import FINAL_MARK, SCORE
+from ..tracking.results import FINAL_MARK, SCORE
 
 
 def duration(seconds: float) -> str:
@@ -24,7 +24,7 @@ def duration(seconds: float) -> str:
 
 class SweepProgress(Callback):
     def __init__(self, name: str, total: int, stages_of, planned: list[dict] = (), share: bool = True):
-        """`stages_of(params)`: the trial's [(stage config, step offset)] (see sweep._stages_with_offsets);
+        """`stages_of(params)`: the trial's [(stage config, step offset)] (see trial.stages_with_offsets);
         `planned`: every trial's params when known up front (a grid), so that the estimate covers all of them;
         `share`: whether equal stages are trained once."""
         self.name, self.total, self.stages_of, self.share = name, total, stages_of, share

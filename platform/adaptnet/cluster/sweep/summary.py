@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from .sweep_spec import SweepResult, TrialSummary
-from .trial_results import SCORE
-from .tracking import client, metric_key
-
-
-def accuracy_cost_points(metrics: dict) -> list[tuple[float, float]]:
-    """(multiply-adds, test top-1) of each output in a trial's final metrics (exits, or every sub-network)."""
-    points = []
-    for key, macs in metrics.items():
-        found = re.fullmatch(r"final/macs_(exit\d+|[TF]+)", key)
-        accuracy = metrics.get(f"final/test_top1_{found.group(1)}") if found else None
-        if accuracy is not None:
-            points.append((float(macs), float(accuracy)))
-    return points
+from ..tracking.views import accuracy_cost_points
+from .spec import SweepResult, TrialSummary
+from ..tracking.results import SCORE
+from ..tracking.store import client, metric_key
 
 
 def trial_rows(trials: list[TrialSummary], columns: list[str]) -> list[dict]:
@@ -69,7 +58,7 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
                       top: int = 3) -> Path:
     """Writes the summary files and logs them to the parent run (under `<sweep name>/`); returns the folder
     with the files kept for the caller (a temporary copy)."""
-    from ..metrics.plots import plot_series
+    from ...metrics.plots import plot_series
 
     folder = Path(tempfile.mkdtemp(prefix="adaptnet-summary-"))
     rows = trial_rows(result.trials, summary_columns(result))

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from .tracking import client, search_exact
+from .store import client, find_run, search_exact
 
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
 PARENT_TAG = "mlflow.parentRunId"
@@ -29,3 +29,13 @@ def git_commit() -> str:
     except OSError:
         pass
     return os.environ.get("ADAPTNET_GIT_COMMIT", "unknown")
+
+
+def finished_summary(tracking_uri: str, experiment: str, run_key: str) -> dict[str, float] | None:
+    """The final metrics of the trial's child run if it already FINISHED, else None."""
+    mlflow = client(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    run = found and find_run(mlflow, found.experiment_id, run_key)
+    if not run or run.info.status != "FINISHED":
+        return None
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("final/")} or None

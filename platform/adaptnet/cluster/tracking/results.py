@@ -1,14 +1,14 @@
-"""What a sweep trial reports, shared by single-worker trials (`sweep`) and multi-worker ones (`train`):
-the per-epoch score Tune schedules on, and the final evaluation logged to MLflow and reported to Tune."""
+"""What a sweep trial reports, whether it trains in its own process or through Ray Train workers: the
+per-epoch score Tune schedules on, and the final evaluation logged to MLflow and reported to Tune."""
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from ..loop import RunConfig
-from .tracking import client, retry_until
+from ...loop import RunConfig
+from .epochs import flush_timeout_s
+from .store import client, retry_until
 
 SCORE = "score"            # mean held-out top-1 over a run's outputs (exits, or super/base): ASHA's and TPE's default
 FINAL_MARK = "final/done"  # present in a trial's last result once its final evaluation is logged
@@ -30,8 +30,8 @@ def final_result(summary: dict[str, float]) -> dict[str, float]:
 
 def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str, float]:
     """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics."""
-    from ..loop.evaluate import evaluate_checkpoint, summary_metrics
-    from ..loop.trainer import best_checkpoint
+    from ...loop.evaluate import evaluate_checkpoint, summary_metrics
+    from ...loop.trainer import best_checkpoint
 
     report = evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto")
     return summary_metrics(report)
@@ -54,4 +54,4 @@ def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str,
             mlflow.log_artifact(run_id, str(path))
         mlflow.set_terminated(run_id, "FINISHED")
 
-    retry_until(send, float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
+    retry_until(send, flush_timeout_s())

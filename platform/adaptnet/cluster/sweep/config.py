@@ -2,9 +2,10 @@
 schema (`arm` picks an arm's overrides, `seed` sets both seeds, `search.*` are helper samples)."""
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from ..loop import RunConfig, build_config
+from ...loop import RunConfig, build_config
 from .spaces import config_overrides
 
 SPECIAL_KEYS = ("arm", "seed")
@@ -39,8 +40,12 @@ def with_overrides(base: dict, overrides: dict[str, Any]) -> dict:
     return tree
 
 
-def _product(lists: list[list]) -> list[tuple]:
-    combos: list[tuple] = [()]
-    for values in lists:
-        combos = [c + (v,) for c in combos for v in values]
-    return combos
+def grid_params(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """Every combination of a grid's values, in Tune's grid order (the last key varies fastest)."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def trial_name(params: dict[str, Any], fallback: str) -> str:
+    """`<arm>-s<seed>` for a trial of a paired grid, else `fallback` (its trial id)."""
+    return f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else fallback

@@ -1,21 +1,20 @@
-"""MLflow tracking through explicit run ids (MlflowClient), never the fluent thread-local API.
+"""The MLflow run store through explicit run ids (MlflowClient), never the fluent thread-local API.
 
 The driver finds or creates the run (one per run key: storage + run name), so a rerun of the same command
-keeps logging into the same run. Rank 0 logs one batch of metrics per epoch. Logging is idempotent per
-epoch (steps already in the run are skipped) and survives a tracking server that is down: unsent epochs
-stay queued, are kept in the checkpoint, and are retried.
+keeps logging into the same run; a run key holding another config is refused. Every user value reaches an
+MLflow filter through `search_exact`.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 
+from ..environ import scoped_environ
+
 RUN_KEY_TAG = "adaptnet.run_key"
-TIMESTAMP_KEY = "logged_at_ms"  # when an epoch was queued; its MLflow timestamp, not a metric
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
@@ -36,20 +35,10 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri)
 
 
-@contextlib.contextmanager
 def fast_fail():
-    """MLflow requests inside fail at once instead of MLflow's own minutes-long retry loop (training must
-    not stall); the environment is restored after, so other calls (run lookup, creation) keep retrying."""
-    saved = {k: os.environ.get(k) for k in FAST_FAIL_ENV}
-    os.environ.update(FAST_FAIL_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """A context in which MLflow requests fail at once instead of MLflow's own minutes-long retry loop
+    (training must not stall); other calls (run lookup, creation) keep retrying."""
+    return scoped_environ(FAST_FAIL_ENV)
 
 
 def retry_until(call, timeout_s: float, interval_s: float = 2.0):
@@ -106,7 +95,7 @@ def find_run(mlflow, experiment_id: str, run_key: str):
 def param_changes(logged: dict[str, str], params: dict[str, str]) -> list[str]:
     """Params (present in both) in which a new run differs from the run already logged under its key, beyond
     the resume-safe ones (loop.preflight.RESUME_SAFE; `train.epochs` may grow)."""
-    from ..loop.preflight import RESUME_SAFE
+    from ...loop.preflight import RESUME_SAFE
 
     changed = [k for k in sorted(set(logged) & set(params))
                if k not in RESUME_SAFE and logged[k] != str(params[k])[:6000]]
@@ -120,7 +109,7 @@ def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_nam
     """The id of the run tagged `run_key` in `experiment`, created (with params and tags) if there is none.
     A run already under the key with other params is refused (its record stays true) unless `restart`, which
     moves the old run to the key `<key>.archived-<UTC time>` (kept, never deleted) and creates a new one."""
-    from ..loop.preflight import RunRecordError
+    from ...loop.preflight import RunRecordError
 
     mlflow = client(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
@@ -167,54 +156,3 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 def metric_key(name: str) -> str:
     """Our metric names as MLflow keys: `holdout/top1_exit3` stays, anything odd becomes '_'."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
-
-
-class EpochLogger:
-    """Rank 0's per-epoch metrics → MLflow, queued until the server has them."""
-
-    def __init__(self, tracking_uri: str, run_id: str, pending: list[dict] | None = None):
-        self.tracking_uri, self.run_id = tracking_uri, run_id
-        self.pending: list[dict] = list(pending or [])
-        self._mlflow = None
-
-    def add(self, epoch_metrics: dict) -> None:
-        self.pending.append({**epoch_metrics, TIMESTAMP_KEY: int(time.time() * 1000)})
-
-    def flush(self) -> bool:
-        """Sends every queued epoch not already in the run (by step, default the epoch); False (and keeps the
-        queue) if MLflow is down."""
-        if not self.pending:
-            return True
-        try:
-            with fast_fail():
-                self._flush()
-        except Exception:  # noqa: BLE001 — any tracking failure must leave training running
-            return False
-        self.pending = []
-        return True
-
-    def _flush(self) -> None:
-        from mlflow.entities import Metric
-
-        self._mlflow = self._mlflow or client(self.tracking_uri)
-        logged = {m.step for m in self._mlflow.get_metric_history(self.run_id, "epoch")}
-        for metrics in self.pending:
-            step = int(metrics.get("step", metrics["epoch"]))  # multi-stage runs count steps across stages
-            if step in logged:
-                continue
-            # the epoch's own timestamp: a batch resent after a half-done attempt repeats identical metrics,
-            # which MLflow stores once
-            now = int(metrics.get(TIMESTAMP_KEY, time.time() * 1000))
-            batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and k not in ("epoch", "step", TIMESTAMP_KEY)]
-            batch.append(Metric("epoch", float(metrics["epoch"]), now, step))  # last: marks the step complete
-            self._mlflow.log_batch(self.run_id, metrics=batch)
-            logged.add(step)
-
-    def flush_until(self, timeout_s: float, interval_s: float = 2.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.flush():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(interval_s)
-        return True

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .tracking import client, metric_key
+from .store import client, metric_key
 
 MODEL_TAG = "adaptnet.model_id"   # on a child run: the LoggedModel of its selected checkpoint
 
@@ -39,9 +39,9 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
     from mlflow.entities import LoggedModelOutput, Metric
     from mlflow.models import Model
 
-    from ..deploy.bundle import build_bundle
-    from ..loop.checkpoint import load_checkpoint
-    from ..models import SkippableDepthNet, create_model, model_entry
+    from ...deploy.bundle import build_bundle
+    from ...loop.checkpoint import load_checkpoint
+    from ...models import SkippableDepthNet, create_model, model_entry
     from .export import save_model_dir
 
     model_cfg = load_checkpoint(checkpoint)["config"]["model"]
@@ -78,7 +78,7 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
     first) under `adaptnet-<sweep>`; returns {alias: version}. Trials without a LoggedModel are skipped."""
     from mlflow.exceptions import MlflowException
 
-    from .sweep_runs import TRIAL_TAG, child_runs
+    from .runs import TRIAL_TAG, child_runs
 
     runs_by_trial = {r.data.tags.get(TRIAL_TAG): r for r in child_runs(tracking_uri, result.parent_run_id, result.name)}
     if len(result.objectives) == 1:

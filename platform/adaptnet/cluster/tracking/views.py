@@ -1,12 +1,12 @@
 """What makes a sweep readable in the MLflow UI: the parent's params describe the sweep (not one arm), the
-paired comparison as a figure next to comparison.md at the top of the parent's artifacts, every arm's
-accuracy-vs-cost with intervals over seeds, and system metrics (CPU, memory, GPU) of training runs."""
+paired comparison as a figure next to comparison.md at the top of the parent's artifacts, and every arm's
+accuracy-vs-cost with intervals over seeds."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+import re
 
-from .tracking import client, flatten
+from .store import client, flatten
 
 
 def sweep_params(spec) -> dict[str, str]:
@@ -27,6 +27,17 @@ def sweep_params(spec) -> dict[str, str]:
         params["sweep.space"] = repr(spec.space)[:6000]
     base = {k: v for k, v in flatten(spec.base).items() if k not in varied and not k.startswith("name")}
     return {**params, **{f"base.{k}": v for k, v in base.items()}}
+
+
+def accuracy_cost_points(metrics: dict) -> list[tuple[float, float]]:
+    """(multiply-adds, test top-1) of each output in a trial's final metrics (exits, or every sub-network)."""
+    points = []
+    for key, macs in metrics.items():
+        found = re.fullmatch(r"final/macs_(exit\d+|[TF]+)", key)
+        accuracy = metrics.get(f"final/test_top1_{found.group(1)}") if found else None
+        if accuracy is not None:
+            points.append((float(macs), float(accuracy)))
+    return points
 
 
 def comparison_figure(rows: list[dict], title: str):
@@ -78,8 +89,7 @@ def arm_cost_figure(result, arms: list[str], title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..metrics.stats import mean_ci
-    from .summary import accuracy_cost_points
+    from ...metrics.stats import mean_ci
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm in arms:
@@ -111,22 +121,3 @@ def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown
                       ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm"))):
         mlflow.log_figure(parent_id, fig, name)
         plt.close(fig)
-
-
-@contextmanager
-def system_metrics(tracking_uri: str, run_id: str, interval_s: float = 10.0):
-    """MLflow's system metrics monitor (system/cpu_utilization_percentage, memory, GPU with pynvml) on the run
-    while the block runs; continues the run's steps on a restart. Without psutil it logs nothing."""
-    try:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
-                                       tracking_uri=tracking_uri)
-    except ImportError:
-        yield
-        return
-    monitor.start()
-    try:
-        yield
-    finally:
-        monitor.finish()

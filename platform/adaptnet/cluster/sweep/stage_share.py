@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..loop import RunConfig
+from ...loop import RunConfig
 
 STALE_S = 120.0
 BEAT_S = 5.0
@@ -171,7 +171,7 @@ class _CountingReporter:
 
 def replay(run_dir: Path, reporter) -> None:
     """A copied stage's epochs, as its training reported them, with its last checkpoint."""
-    from ..loop.trainer import checkpoint_path
+    from ...loop.trainer import checkpoint_path
 
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     for line in filter(str.strip, lines):
@@ -182,8 +182,8 @@ def replay(run_dir: Path, reporter) -> None:
 def run_stages(stages: list[tuple[RunConfig, int]], reporter_for, share: StageShare | None) -> dict[str, float]:
     """Trains each (stage, step offset), or copies and replays it when another trial published it; returns
     how many stages this process trained and reused (`final/stages_trained`, `final/stages_reused`)."""
-    from ..loop import fit
-    from ..loop.trainer import checkpoint_path
+    from ...loop import fit
+    from ...loop.trainer import checkpoint_path
 
     trained = reused = 0
     for stage, offset in stages:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..loop import ConfigError, read_yaml
+from ...loop import ConfigError, read_yaml
 
 # Data sizes of the search scripts' presets: `smoke` runs in minutes on a CPU, `cpu` on real CIFAR-10 subsets.
 SMOKE_DATA = ("data.train_subset=256", "data.holdout=128", "data.test_subset=256", "train.epochs=1")
@@ -17,8 +17,6 @@ CPU_DATA = ("data.train_subset=5000", "data.holdout=1000", "data.test_subset=200
 # Slots for the drivers of multi-worker trials (their workers reserve the CPUs): without them a driver's
 # sliver of CPU would keep a 2-worker trial from ever fitting on a 2-CPU machine.
 LOCAL_RESOURCES = {"trial_driver": 64}
-# Every trial's epoch lines, not "[repeated 2x across cluster]"; Ray reads this once, when it is imported.
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ _non_negative_float = _checked(float, lambda v: v >= 0, "must not be negative")
 
 def base_tree(args, preset: Preset) -> dict:
     """The preset's run config with the preset's and the user's overrides and the dataset applied (validated)."""
-    from ..loop import build_config
+    from ...loop import build_config
 
     dataset = args.dataset or os.environ.get("ADAPTNET_DATASET")
     items = list(preset.overrides)
@@ -122,7 +120,7 @@ def resolved(args, preset: Preset) -> dict[str, Any]:
 
 
 def _absolute_sqlite(uri: str | None) -> str:
-    from .tracking import resolve_tracking_uri
+    from ..tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -133,9 +131,9 @@ def _absolute_sqlite(uri: str | None) -> str:
 def preflight(args, base: dict, tracking_uri: str) -> None:
     """Everything a sweep needs that can be checked here, before `ray.init` and before any MLflow run: the
     sweep name, the dataset, per-trial resources, the tracking server, storage and the Ray address."""
-    from ..loop.config import safe_name
-    from ..loop.preflight import check_dataset
-    from .preflight import check_cluster, check_resources
+    from ...loop.config import safe_name
+    from ...loop.preflight import check_dataset
+    from ..preflight import check_cluster, check_resources
 
     if args.name is not None:
         try:
@@ -150,11 +148,14 @@ def preflight(args, base: dict, tracking_uri: str) -> None:
 
 def connect(args) -> None:
     """Joins the given Ray cluster, or starts a private local one (never attaching to a stray cluster)."""
+    from ..run.runtime import DRIVER_ENV, runtime_env
+
+    for key, value in DRIVER_ENV.items():  # read when Ray is imported, so before that
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return
-    from .ray_runtime import runtime_env
 
     if args.address:
         # inside `ray job submit` the job's runtime env is already the driver's: Ray refuses to merge another
@@ -166,7 +167,7 @@ def connect(args) -> None:
 
 def main_guard(run) -> int:
     """Runs a script's main; bad input is one line on stderr and exit code 2."""
-    from ..data import DataError
+    from ...data import DataError
 
     try:
         return run() or 0
@@ -203,8 +204,10 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
 
     def run() -> int:
         from .summary import log_sweep_summary, summary_columns
-        from .sweep import Objective, SCORE, SweepSpec, run_sweep, validate
-        from .tracking import client
+        from ..tracking.results import SCORE
+        from ..tracking.store import client
+        from .driver import run_sweep, validate
+        from .spec import Objective, SweepSpec
 
         preset = presets[args.preset]
         base = base_tree(args, preset)
@@ -238,8 +241,8 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
 def cost_budgets(base: dict, fractions=(0.25, 0.5, 0.75)) -> list[float]:
     """Multiply-add budgets for the final evaluation, as fractions of the way from the cheapest to the full
     network of the base config (exit 1 → exit K, or base-net → super-net)."""
-    from ..metrics.costs import costs_report
-    from ..models import create_model, model_entry
+    from ...metrics.costs import costs_report
+    from ...models import create_model, model_entry
 
     name = base["model"]["name"]
     entry = model_entry(name)

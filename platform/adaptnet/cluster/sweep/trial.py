@@ -1,25 +1,30 @@
-"""Inside a sweep trial: one `adaptnet train` run (every stage), its per-epoch reports to Tune and MLflow,
-and its final evaluation. Single-worker trials train in the trial process; multi-worker trials run a Ray Train
-`TorchTrainer` per stage (the next stage starts from the previous one's selected checkpoint in storage)."""
+"""Inside a sweep trial: one `adaptnet train` run (every stage), its per-epoch reports to Tune and MLflow, and
+its final evaluation, model and latency. Single-worker trials train in the trial process; multi-worker trials
+run the one TorchTrainer of `run.trainer` per stage (the next stage starts from the previous one's selected
+checkpoint in storage), with `TrialHooks` for what a trial adds to a plain run."""
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..deploy.latency import latency_metrics
-from ..loop import RunConfig, stage_configs
-from .models_registry import log_trial_model
+from ...deploy.latency import latency_metrics
+from ...loop import RunConfig, stage_configs
+from ..run.job import RunHooks, WorkerJob
+from ..run.storage import local_copy, storage_target
+from ..run.trainer import Scaling, build_trainer
+from ..tracking.epochs import EpochLogger
+from ..tracking.models import log_trial_model
+from ..tracking.results import SCORE, final_result, final_summary, log_final, score
+from ..tracking.runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, finished_summary, git_commit
+from ..tracking.store import client, find_or_create_run, flatten
+from ..tracking.system import system_metrics
+from .config import SPECIAL_KEYS, trial_config, trial_name, trial_overrides
 from .stage_share import StageShare, run_stages
-from .storage import local_copy, storage_target
-from .sweep_runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, git_commit
-from .tracking import EpochLogger, client, find_or_create_run, find_run, flatten
-from .trial_config import SPECIAL_KEYS, trial_config, trial_overrides
-from .trial_results import SCORE, final_result, final_summary, log_final, score
-from .views import system_metrics
+
 
 @dataclass
 class TrialContext:
@@ -32,9 +37,7 @@ class TrialContext:
     experiment: str
     parent_run_id: str
     budgets: tuple[float, ...]
-    workers: int
-    cpus_per_worker: float
-    gpus_per_worker: float
+    scaling: Scaling
     storage: str | None
     scratch: str
     shared_stages: str | None = None  # where equal stages are published (single-worker trials); None: no sharing
@@ -51,12 +54,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    tune_ctx = tune.get_context()
-    trial_id = tune_ctx.get_trial_id()
-    overrides = trial_overrides(params, ctx.arms)
-    name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else trial_id
-    output_dir = Path(ctx.scratch) / ctx.sweep / trial_id
-    cfg = trial_config(ctx.base, overrides, name, str(output_dir))
+    trial_id = tune.get_context().get_trial_id()
+    name = trial_name(params, trial_id)
+    cfg = trial_config(ctx.base, trial_overrides(params, ctx.arms), name, str(Path(ctx.scratch) / ctx.sweep / trial_id))
     run_key = f"{ctx.sweep_key}/{trial_id}"
     done = finished_summary(ctx.tracking_uri, ctx.experiment, run_key)
     if done:  # finished, but the driver died before Tune recorded it: report again, train nothing
@@ -71,31 +71,29 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
               "adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name,
               **({"adaptnet.arm": str(params["arm"])} if "arm" in params else {})})
     try:
-        if ctx.workers == 1:
+        if ctx.scaling.workers == 1:
             summary = _train_in_trial(cfg, ctx, run_id)
-            if ctx.latency_batches:  # on this trial's own device
-                summary.update(latency_metrics(_selected_checkpoint(cfg), ctx.budgets, ctx.latency_batches))
-            log_trial_model(ctx.tracking_uri, run_id, _selected_checkpoint(cfg), ctx.budgets, git_commit())
-            log_final(ctx.tracking_uri, run_id, cfg, summary)
-            tune.report(final_result(summary))
-        else:  # rank 0 of the last stage logs and reports the final summary
+            tune.report(finish_trial(cfg, ctx, run_id, _selected_checkpoint(cfg), summary))
+        else:  # rank 0 of the last stage finishes the trial (TrialHooks.after_fit)
             _train_with_torch_trainer(cfg, ctx, run_id, trial_id)
     except BaseException:
         client(ctx.tracking_uri).set_terminated(run_id, "FAILED")
         raise
 
 
-def finished_summary(tracking_uri: str, experiment: str, run_key: str) -> dict[str, float] | None:
-    """The final metrics of the trial's child run if it already FINISHED, else None."""
-    mlflow = client(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    run = found and find_run(mlflow, found.experiment_id, run_key)
-    if not run or run.info.status != "FINISHED":
-        return None
-    return {k: v for k, v in run.data.metrics.items() if k.startswith("final/")} or None
+def finish_trial(cfg: RunConfig, ctx: TrialContext, run_id: str, selected: Path,
+                 summary: dict[str, float]) -> dict[str, float]:
+    """The same end for every trial, however many workers trained it: latency on this process's device (when
+    asked), the selected checkpoint as a LoggedModel, the final metrics; returns the last Tune result."""
+    if ctx.latency_batches:
+        summary = {**summary, **latency_metrics(selected, ctx.budgets, ctx.latency_batches)}
+    log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit())
+    log_final(ctx.tracking_uri, run_id, cfg, summary)
+    return final_result(summary)
 
 
-def _stages_with_offsets(cfg: RunConfig) -> list[tuple[RunConfig, int]]:
+def stages_with_offsets(cfg: RunConfig) -> list[tuple[RunConfig, int]]:
+    """A run's stages, each with the epochs of the stages before it (its MLflow step offset)."""
     stages, offset, out = stage_configs(cfg), 0, []
     for stage in stages:
         out.append((stage, offset))
@@ -108,16 +106,21 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
     import torch
     from ray import tune
 
-    torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
+    torch.set_num_threads(ctx.scaling.threads())
     pending = _restore_run_dir(tune.get_checkpoint(), cfg.run_dir)
     logger = EpochLogger(ctx.tracking_uri, run_id, pending)
     share = ctx.shared_stages and StageShare(ctx.shared_stages, storage_target(ctx.storage)[1], ctx.broker,
                                              tune.get_context().get_trial_id(), ctx.shared_keys)
     with system_metrics(ctx.tracking_uri, run_id):
-        counts = run_stages(_stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset),
+        counts = run_stages(stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset),
                             share or None)
-    logger.flush_until(timeout_s=float(os.environ.get("ADAPTNET_MLFLOW_FLUSH_TIMEOUT_S", "300")))
+    logger.flush_or_warn(cfg.name)
     return {**final_summary(stage_configs(cfg)[-1], ctx.budgets), **counts}
+
+
+def trial_metrics(metrics: dict[str, float], step_offset: int) -> dict[str, float]:
+    """An epoch's metrics as a trial reports them: the step across stages and the score Tune schedules on."""
+    return {**metrics, "step": step_offset + int(metrics["epoch"]), SCORE: score(metrics)}
 
 
 class TrialEpochReporter:
@@ -130,28 +133,19 @@ class TrialEpochReporter:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], checkpoint_path) -> None:
         import ray.tune
 
-        step = self.step_offset + int(metrics["epoch"])
-        metrics = {**metrics, "step": step, SCORE: score(metrics)}
+        metrics = trial_metrics(metrics, self.step_offset)
         self.logger.add(metrics)
         self.logger.flush()
         with tempfile.TemporaryDirectory() as folder:
             shutil.copytree(self.cfg.run_dir, Path(folder) / "run")
-            (Path(folder) / "pending.json").write_text(_dumps(self.logger.pending))
+            (Path(folder) / "pending.json").write_text(json.dumps(self.logger.pending))
             ray.tune.report({k: v for k, v in metrics.items() if v is not None},
                             checkpoint=ray.tune.Checkpoint.from_directory(folder))
-
-
-def _dumps(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _restore_run_dir(checkpoint, run_dir: Path) -> list[dict]:
     """The run directory as of the trial's last checkpoint (replacing whatever this node has); returns the
     epochs MLflow had not received."""
-    import json
-
     if checkpoint is None:
         return []
     with local_copy(checkpoint) as folder:
@@ -161,41 +155,43 @@ def _restore_run_dir(checkpoint, run_dir: Path) -> list[dict]:
         return json.loads((Path(folder) / "pending.json").read_text())
 
 
+@dataclass
+class TrialHooks(RunHooks):
+    """What a multi-worker trial's stage adds to a plain Ray Train run: global steps and the score in every
+    epoch's report, and, after the last stage, `finish_trial` on rank 0 (the others report nothing new)."""
+    step_offset: int
+    ctx: TrialContext | None = None   # set on the last stage only
+
+    def epoch_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        return trial_metrics(metrics, self.step_offset)
+
+    def after_fit(self, cfg, tracking_uri: str, run_id: str, rank: int) -> dict[str, float] | None:
+        if self.ctx is None:
+            return None
+        if rank != 0:
+            return {}
+        from ...loop.trainer import best_checkpoint
+
+        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), final_summary(cfg, self.ctx.budgets))
+
+
 def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, trial_id: str) -> None:
     """Multi-worker trials: one TorchTrainer per stage, named after the trial, so that a restored trial's
     trainer resumes from its own latest checkpoint (Train V2 restores by storage path + name)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .train import absolute_paths, trainer_data, worker_loop
-
-    storage_path, filesystem = storage_target(ctx.storage)
-    stages = _stages_with_offsets(cfg)
+    stages = stages_with_offsets(cfg)
     result = None
     for index, (stage, offset) in enumerate(stages):
         last = index == len(stages) - 1
-        data_kwargs, data_config = trainer_data(stage)
-        result = TorchTrainer(
-            worker_loop,
-            **data_kwargs,
-            train_loop_config={"run": absolute_paths(stage).model_dump(), "tracking_uri": ctx.tracking_uri,
-                               "mlflow_run_id": run_id, "threads": max(1, int(ctx.cpus_per_worker)),
-                               "step_offset": offset, "final_budgets": list(ctx.budgets) if last else None,
-                               "handoff": result.checkpoint if result else None, **data_config},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=ctx.workers, use_gpu=ctx.gpus_per_worker > 0,
-                resources_per_worker={"CPU": ctx.cpus_per_worker,
-                                      **({"GPU": ctx.gpus_per_worker} if ctx.gpus_per_worker else {})}),
-            run_config=ray.train.RunConfig(
-                name=f"{ctx.sweep}-{trial_id}-{stage.name}", storage_path=storage_path,
-                storage_filesystem=filesystem, callbacks=[TuneReportCallback()],
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-                logging_config=ray.train.LoggingConfig(log_level="WARNING")),
-        ).fit()
+        job = WorkerJob(run={}, tracking_uri=ctx.tracking_uri, mlflow_run_id=run_id, threads=ctx.scaling.threads(),
+                        handoff=result.checkpoint if result else None,
+                        hooks=TrialHooks(offset, ctx if last else None))
+        result = build_trainer(job, stage, ctx.scaling, f"{ctx.sweep}-{trial_id}-{stage.name}", ctx.storage,
+                               callbacks=[TuneReportCallback()], keep_checkpoints=1).fit()
 
 
 def _selected_checkpoint(cfg: RunConfig) -> Path:
-    from ..loop.trainer import best_checkpoint
+    from ...loop.trainer import best_checkpoint
 
     return best_checkpoint(stage_configs(cfg)[-1].run_dir)

@@ -13,34 +13,34 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..loop import ConfigError, RunConfig, stage_configs
-from ..loop.config import safe_name
-from .spaces import Space, sample
-from .storage import storage_target
-from .models_registry import register_sweep_models
-from .tracking import client, find_or_create_run, resolve_tracking_uri, search_exact
+from ...loop import ConfigError, RunConfig, stage_configs
+from ...loop.config import safe_name
+from ..environ import scoped_environ
+from ..run.storage import storage_target
+from ..run.trainer import Scaling
+from ..tracking.models import register_sweep_models
+from ..tracking.results import FINAL_MARK, SCORE
+from ..tracking.runs import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, git_commit
+from ..tracking.store import client, find_or_create_run, resolve_tracking_uri, search_exact
+from ..tracking.views import sweep_params
+from .config import grid_params, trial_config, trial_name, trial_overrides
+from .spaces import sample
+from .spec import SweepResult, SweepSpec, TrialSummary
 from .stage_share import broker, repeated_stage_keys, reuse_line
-from .sweep_runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, child_runs, git_commit  # noqa: F401
-from .trial import TrialContext, _stages_with_offsets, finished_summary, run_trial  # noqa: F401 (finished_summary: re-exported)
-from .trial_config import _product, override_items, trial_config, trial_overrides, with_overrides  # noqa: F401
-from .sweep_spec import Objective, SweepResult, SweepSpec, TrialSummary  # noqa: F401 (re-exported)
-from .trial_results import FINAL_MARK, SCORE, final_result, final_summary, log_final, score  # noqa: F401 (re-exported)
-from .views import sweep_params
+from .trial import TrialContext, run_trial, stages_with_offsets
 
-# Tune saves the experiment state at most this often; short, so that a killed driver forgets little.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-# Multi-objective targets (e.g. a sub-network's cost) exist only in a trial's final result; Optuna reads
-# nothing else for them, but Tune would reject every per-epoch result that lacks them.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-# Every epoch checkpoints (that is what makes trials restartable); Tune's warning about it is noise.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+TUNE_ENV = {
+    # Tune saves the experiment state at most this often; short, so that a killed driver forgets little.
+    "TUNE_GLOBAL_CHECKPOINT_S": "2",
+    # Multi-objective targets (e.g. a sub-network's cost) exist only in a trial's final result; Optuna reads
+    # nothing else for them, but Tune would reject every per-epoch result that lacks them.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Every epoch checkpoints (that is what makes trials restartable); Tune's warning about it is noise.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
 
-
-# --- configs (trial_config.py) and trials (trial.py) ----------------------------------------------
 
 def validate(spec: SweepSpec, draws: int = 8) -> None:
     """Every config the sweep can produce passes the `adaptnet train` schema; raises ConfigError (one line,
@@ -55,11 +55,7 @@ def validate(spec: SweepSpec, draws: int = 8) -> None:
         unknown = [a for a in spec.grid["arm"] if a not in spec.arms]
         if unknown:
             raise ConfigError(f"grid.arm: unknown arm {unknown[0]!r}; arms: {', '.join(spec.arms)}")
-    if spec.grid:
-        keys = list(spec.grid)
-        candidates = [dict(zip(keys, values)) for values in _product([spec.grid[k] for k in keys])]
-    else:
-        candidates = sample(spec.space, draws, spec.seed)
+    candidates = grid_params(spec.grid) if spec.grid else sample(spec.space, draws, spec.seed)
     for params in candidates:
         try:
             trial_config(spec.base, trial_overrides(params, spec.arms), "validate", "runs")
@@ -70,8 +66,6 @@ def validate(spec: SweepSpec, draws: int = 8) -> None:
         if objective.mode not in ("max", "min"):
             raise ConfigError(f"objectives: mode must be max or min, got {objective.mode!r}")
 
-
-# --- the driver ------------------------------------------------------------------------------------------
 
 def parent_run(spec: SweepSpec, run_key: str, preset: str = "") -> str:
     """The sweep's MLflow parent run (found again by its key on a rerun)."""
@@ -152,10 +146,10 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     cluster = ray.cluster_resources()
     ctx = TrialContext(sweep=spec.name, sweep_key=sweep_key, base=spec.base, arms=spec.arms, tracking_uri=tracking_uri,
                        experiment=spec.experiment, parent_run_id=parent_id, budgets=tuple(spec.budgets),
-                       workers=spec.workers, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
+                       scaling=Scaling(spec.workers, spec.cpus_per_worker, spec.gpus_per_worker),
                        storage=spec.storage, scratch=spec.scratch or default_scratch(),
                        latency_batches=tuple(spec.latency_batches))
-    repeated = repeated_stage_keys([_stages_of(spec, ctx.scratch, p) for p in _grid_params(spec)]) if spec.grid else set()
+    repeated = repeated_stage_keys([_stages_of(spec, ctx.scratch, p) for p in grid_params(spec.grid)]) if spec.grid else set()
     if spec.share_stages and spec.workers == 1 and repeated:
         ctx.shared_stages, ctx.broker = f"{storage_path.rstrip('/')}/{spec.name}-stages", broker(spec.name)
         ctx.shared_keys = repeated
@@ -179,7 +173,8 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
                                       callbacks=[_progress(spec, ctx)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=1), verbose=0))
-    grid = tuner.fit()
+    with scoped_environ(TUNE_ENV, override=False):
+        grid = tuner.fit()
     result = SweepResult(spec.name, _summaries(grid, spec), parent_id, spec.objectives, experiment_path)
     reconcile_children(tracking_uri, parent_id, spec.name, result)
     if ctx.broker:
@@ -188,16 +183,10 @@ def run_sweep(spec: SweepSpec, preset: str = "") -> SweepResult:
     return result
 
 
-def _grid_params(spec: SweepSpec) -> list[dict]:
-    keys = list(spec.grid)
-    return [dict(zip(keys, values)) for values in _product([spec.grid[k] for k in keys])]
-
-
 def _stages_of(spec: SweepSpec, scratch: str, params: dict) -> list[tuple[RunConfig, int]]:
     """A trial's stages as its process will build them (for stage keys and progress lines)."""
-    name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else "trial"
-    return _stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), name,
-                                             str(Path(scratch).resolve() / spec.name / "probe")))
+    return stages_with_offsets(trial_config(spec.base, trial_overrides(params, spec.arms), trial_name(params, "trial"),
+                                            str(Path(scratch).resolve() / spec.name / "probe")))
 
 
 def _progress(spec: SweepSpec, ctx: TrialContext):
@@ -216,7 +205,7 @@ def _summaries(grid, spec: SweepSpec) -> list[TrialSummary]:
         metrics = dict(res.metrics or {})
         trial_id = metrics.get("trial_id") or Path(res.path).name
         status = "FAILED" if res.error else "FINISHED" if metrics.get(FINAL_MARK) else "KILLED"
-        name = f"{params['arm']}-s{params['seed']}" if {"arm", "seed"} <= set(params) else trial_id
+        name = trial_name(params, trial_id)
         try:
             config = trial_config(spec.base, trial_overrides(params, spec.arms), name, "runs").model_dump()
         except (ConfigError, KeyError):

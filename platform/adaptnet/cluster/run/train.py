@@ -1,0 +1,83 @@
+"""`adaptnet train --workers N`: the framework-free loop inside a Ray Train (V2) TorchTrainer.
+
+The driver validates the config, finds or creates the MLflow run, starts or joins Ray and fits the trainer
+(`trainer.build_trainer`); the workers run `worker.worker_loop`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...loop import RunConfig
+from ..tracking.store import client, find_or_create_run, flatten, resolve_tracking_uri
+from .job import WorkerJob
+from .runtime import runtime_env
+from .storage import storage_target
+from .trainer import Scaling, absolute_paths, build_trainer
+
+
+@dataclass
+class ClusterOptions:
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    address: str | None = None           # None: start a local Ray instance
+    storage: str | None = None           # local folder or s3://bucket/prefix; default ./ray_results
+    max_failures: int = 2
+    tracking_uri: str | None = None      # default MLFLOW_TRACKING_URI or ./mlflow.db
+    experiment: str = "adaptnet"
+    restart: bool = False                # archive an earlier run of this name (storage and MLflow) first
+
+    def scaling(self) -> Scaling:
+        return Scaling(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+
+
+def batch_params(cfg: RunConfig, workers: int) -> dict:
+    """What MLflow records of the batch: the global batch (train.batch_size) and each worker's share."""
+    return {"cluster.workers": workers, "train.global_batch_size": cfg.train.batch_size,
+            "train.per_worker_batch_size": cfg.train.batch_size // workers}
+
+
+def train_on_ray(cfg: RunConfig, options: ClusterOptions, handoff=None):
+    """Runs one training on Ray Train and returns its `ray.train.Result`. `handoff`: the previous stage's
+    result checkpoint, whose selected checkpoint this stage starts from (fetched from storage by the workers)."""
+    import ray
+
+    from ...loop.config import micro_batch
+    from ..preflight import check_cluster
+
+    cfg = absolute_paths(cfg)
+    micro_batch(cfg, options.workers)  # the global batch must divide over the workers: fail before Ray starts
+    tracking_uri = resolve_tracking_uri(options.tracking_uri)
+    check_cluster(tracking_uri, "--tracking-uri", options.address, options.storage, options.experiment)
+    storage_path, filesystem = storage_target(options.storage)
+    if options.restart:
+        archive_storage(storage_path, filesystem, cfg.name)
+    run_id = find_or_create_run(tracking_uri, options.experiment, run_key=f"{storage_path}/{cfg.name}",
+                                run_name=cfg.name, params={**flatten(cfg.model_dump()), **batch_params(cfg, options.workers)},
+                                tags={"adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name},
+                                restart=options.restart)
+    if not ray.is_initialized():
+        ray.init(address=options.address or "local", runtime_env=runtime_env())
+    job = WorkerJob(run={}, tracking_uri=tracking_uri, mlflow_run_id=run_id, threads=options.scaling().threads(),
+                    handoff=handoff)
+    trainer = build_trainer(job, cfg, options.scaling(), cfg.name, options.storage, max_failures=options.max_failures)
+    try:
+        result = trainer.fit()
+    except BaseException:
+        client(tracking_uri).set_terminated(run_id, "FAILED")  # no run left dangling in RUNNING
+        raise
+    client(tracking_uri).set_terminated(run_id, "FINISHED")
+    return result
+
+
+def archive_storage(storage_path: str, filesystem, name: str) -> None:
+    """`--restart`: Ray Train resumes from `<storage>/<name>`; move a local one aside (S3 cannot be renamed)."""
+    folder = Path(storage_path) / name
+    if filesystem is not None or storage_path.startswith("s3://"):
+        from ...loop import ConfigError
+
+        raise ConfigError(f"--restart: S3 storage {storage_path!r} cannot be archived in place; use a new name")
+    if folder.exists():
+        folder.rename(folder.with_name(f"{name}.archived-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"))
