@@ -11,11 +11,7 @@
 import argparse
 import base64
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -23,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import torch
+
+from adaptnet.cluster.tracking.serve import LocalModelServer
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -60,23 +58,12 @@ def best_of(fn, repeats=5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-class Server:
+class Server(LocalModelServer):
     def __init__(self, model_dir: Path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "PYTHONPATH": str(REPO / "platform")}
-        self.proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                                      str(model_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        for _ in range(360):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("mlflow models serve did not start")
+            port = s.getsockname()[1]
+        super().__init__(model_dir, port, startup_s=180)
 
     def invoke(self, body: bytes) -> list[dict]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/invocations", data=body,
@@ -84,9 +71,6 @@ class Server:
         with urllib.request.urlopen(request, timeout=600) as response:
             return json.loads(response.read())["predictions"]
 
-    def stop(self):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 def msdnet_bench(checkpoint: Path, work: Path, count: int):

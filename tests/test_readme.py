@@ -178,3 +178,13 @@ def test_sweep_commands_run_offline(fresh, command):
         assert "detectable |Δ|" in done.stdout and "t(0.975, n−1)·s_d/√n" in done.stdout
         assert re.search(r"^(No arm differs from baseline at 95%|Differs from the baseline at 95%)", done.stdout, re.M)
         assert re.search(r"^Detecting 1 point at this spread would take \d+ to \d+ paired seeds|over 1000", done.stdout, re.M)
+        assert_quiet(done.stdout + done.stderr)
+
+
+def assert_quiet(terminal: str) -> None:
+    """What a user's terminal shows of a sweep: adaptnet's lines, no INFO chatter of Ray, Tune or MLflow, no
+    download bars, no pickling warning (the lines are in the Ray session's logs folder)."""
+    chatter = [line for line in terminal.splitlines()
+               if re.search(r"\bINFO\b|Downloading artifacts|CloudPickle|View detailed results|"
+                            r"Configuration for experiment|tensorboard --logdir", line)]
+    assert not chatter, chatter[:5]

@@ -5,12 +5,7 @@ import base64
 import csv
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +14,7 @@ import pytest
 import torch
 
 from adaptnet.cli import main as cli
+from adaptnet.cluster.tracking.serve import LocalModelServer
 from adaptnet.loop import fit, load_config
 from adaptnet.loop.checkpoint import load_checkpoint, save_checkpoint
 from adaptnet.loop.evaluate import load_checkpoint_model
@@ -58,26 +54,8 @@ def jpegs_of(checkpoint):
     return chosen, data
 
 
-class Served:
-    """`mlflow models serve --env-manager local` on a free loopback port, stopped by its process group."""
-
-    def __init__(self, model_dir: Path, log: Path, port: int):
-        self.port = port
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               "PYTHONPATH": str(REPO / "platform")}
-        self.proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                                      str(model_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port),
-                                      "--workers", "1"], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.proc.poll() is None, log.read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("mlflow models serve did not start")
+class Served(LocalModelServer):
+    """The exported model served on a free loopback port; `invoke` gives (HTTP status, predictions or message)."""
 
     def invoke(self, images: list[bytes], **params) -> tuple[int, dict | str]:
         body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(b).decode()] for b in images]}}
@@ -91,14 +69,6 @@ class Served:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())["message"]
 
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 def _evaluate_predictions(checkpoint, budgets, tmp_path) -> dict[float, tuple[list[int], list[int]]]:

@@ -59,12 +59,12 @@ def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_pa
 
     cfg = load_config("cifar10-smoke", ["name=ids", f"output_dir={tmp_path}", f"data.dataset={imagenet_tree}",
                                         "data.loader=ray", "data.holdout=0", "data.train_subset=96", *SMALL_IMAGENET])
-    kwargs, extra = trainer_data(cfg)
-    TorchTrainer(_ids_per_rank, train_loop_config={"run": cfg.model_dump(), "out": str(tmp_path), **extra},
+    kwargs, meta = trainer_data(cfg)
+    TorchTrainer(_ids_per_rank, train_loop_config={"run": cfg.model_dump(), "out": str(tmp_path), "ray_data": meta},
                  scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
                  run_config=ray.train.RunConfig(storage_path=str(tmp_path / "store")), **kwargs).fit()
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    expected = sorted(extra["ray_data"]["split"]["train"].tolist())
+    expected = sorted(meta["split"]["train"].tolist())
     for epoch in range(2):
         a, b = ranks[0][epoch], ranks[1][epoch]
         assert len(a) == len(b) == 48 and set(a).isdisjoint(b) and sorted(a + b) == expected

@@ -114,8 +114,13 @@ def test_asha_stops_a_poor_multi_worker_trial_and_leaves_no_placement_group(tmp_
     assert statuses == ["FINISHED", "KILLED"]
     stopped = [t for t in result.trials if t.status == "KILLED"]
     assert all(t.metrics["training_iteration"] == 1 for t in stopped)  # stopped at the first rung
-    children = {r.data.tags["adaptnet.trial_id"]: r.info.status for r in child_runs(spec.tracking_uri, result.parent_run_id)}
+    runs = child_runs(spec.tracking_uri, result.parent_run_id)
+    children = {r.data.tags["adaptnet.trial_id"]: r.info.status for r in runs}
     assert {children[t.trial_id] for t in stopped} == {"KILLED"}
+    # a multi-worker trial ends as a single-worker one does: LoggedModel, @best, system metrics of its node
+    _assert_models_logged_and_registered(spec, result, runs, {"best": [result.best()]})
+    finished = next(r for r in runs if r.data.tags["adaptnet.trial_id"] == result.best().trial_id)
+    assert "system/cpu_utilization_percentage" in client(spec.tracking_uri).get_run(finished.info.run_id).data.metrics
     deadline = time.time() + 30
     while time.time() < deadline:
         left = {pg: info for pg, info in placement_group_table().items() if pg not in before and info["state"] != "REMOVED"}

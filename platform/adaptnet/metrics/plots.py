@@ -32,13 +32,18 @@ def _plot_subnets(results: list[dict], out: Path) -> Path:
     return _save(fig, ax, "sub-networks (line: held-out Pareto front)", out / "subnets.png")
 
 
-def _save(fig, ax, title: str, path: Path) -> Path:
+def finish_cost_axes(fig, ax, title: str, ylabel: str = "top-1 accuracy (%)") -> None:
+    """Labels, grid and legend of an accuracy-vs-multiply-adds plot."""
     ax.set_xlabel("multiply-adds per image (M)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+
+
+def _save(fig, ax, title: str, path: Path) -> Path:
+    finish_cost_axes(fig, ax, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

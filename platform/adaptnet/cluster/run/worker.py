@@ -59,9 +59,9 @@ def worker_loop(config: dict) -> None:
                        resume_state=lambda _: state, device=device, make_data=make_data)
     with node_system_metrics(job.tracking_uri, run_id, ctx):
         fit(cfg, [EpochReporter(rank, logger, run_id, cfg, job.hooks)], dist)
-    if logger is not None:
-        finish_tracking(logger, job.tracking_uri, run_id, cfg)
-    last = job.hooks.after_fit(cfg, job.tracking_uri, run_id, rank)
+        if logger is not None:
+            finish_tracking(logger, job.tracking_uri, run_id, cfg)
+        last = job.hooks.after_fit(cfg, job.tracking_uri, run_id, rank)
     if last is not None:
         ray.train.report(last)
 

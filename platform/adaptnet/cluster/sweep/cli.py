@@ -147,8 +147,11 @@ def preflight(args, base: dict, tracking_uri: str) -> None:
 
 
 def connect(args) -> None:
-    """Joins the given Ray cluster, or starts a private local one (never attaching to a stray cluster)."""
-    from ..run.runtime import DRIVER_ENV, runtime_env
+    """Joins the given Ray cluster, or starts a private local one (never attaching to a stray cluster). Ray's
+    and MLflow's INFO lines go to the session's logs folder, not the user's terminal."""
+    import logging
+
+    from ..run.runtime import DRIVER_ENV, quiet_mlflow_logging, runtime_env
 
     for key, value in DRIVER_ENV.items():  # read when Ray is imported, so before that
         os.environ.setdefault(key, value)
@@ -156,13 +159,14 @@ def connect(args) -> None:
 
     if ray.is_initialized():
         return
-
     if args.address:
         # inside `ray job submit` the job's runtime env is already the driver's: Ray refuses to merge another
         in_job = "RAY_JOB_ID" in os.environ or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-        ray.init(address=args.address, runtime_env=None if in_job else runtime_env())
+        ray.init(address=args.address, runtime_env=None if in_job else runtime_env(), logging_level=logging.WARNING)
     else:
-        ray.init(address="local", num_cpus=args.num_cpus, resources=LOCAL_RESOURCES, runtime_env=runtime_env())
+        ray.init(address="local", num_cpus=args.num_cpus, resources=LOCAL_RESOURCES, runtime_env=runtime_env(),
+                 logging_level=logging.WARNING)
+    quiet_mlflow_logging()
 
 
 def main_guard(run) -> int:

@@ -39,6 +39,9 @@ TUNE_ENV = {
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     # Every epoch checkpoints (that is what makes trials restartable); Tune's warning about it is noise.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # Tune's newer console output prints its configuration box and result paths even at verbose=0; with the
+    # classic output verbose=0 is silent, and the progress callback (progress.py) says what a user needs.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 

@@ -89,6 +89,7 @@ def arm_cost_figure(result, arms: list[str], title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ...metrics.plots import finish_cost_axes
     from ...metrics.stats import mean_ci
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -102,12 +103,7 @@ def arm_cost_figure(result, arms: list[str], title: str):
         intervals = [mean_ci([p[k][1] for p in per_seed]) for k in range(n_out)]
         ax.errorbar(macs, [i.mean for i in intervals], yerr=[_half(i) for i in intervals], marker="o", capsize=4,
                     label=f"{arm} (n={len(per_seed)})")
-    ax.set_xlabel("multiply-adds per image (M)")
-    ax.set_ylabel("test top-1 (%): mean ± 95% CI over seeds")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    finish_cost_axes(fig, ax, title, "test top-1 (%): mean ± 95% CI over seeds")
     return fig
 
 
