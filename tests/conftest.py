@@ -19,7 +19,7 @@ CIFAR_MIRROR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 STARTUP_S = float(os.environ.get("ADAPTNET_TEST_STARTUP_S", "300"))
 # Test trainings last seconds, and MLflow publishes system metrics only after a whole sampling interval (10 s by
 # default). Set before any Ray cluster of the tests starts, so its worker processes inherit it.
-os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
+os.environ.setdefault("ADAPTNET_SYSTEM_METRICS_INTERVAL_S", "2")
 STARTED_GROUPS: list[tuple[str, int]] = []   # (what, process group id) of every server this session started
 RAY_SESSIONS: list[str] = []                  # session dirs of the in-process Ray instances (ray_cluster)
 

@@ -99,7 +99,7 @@ def test_served_early_exit_equals_evaluate_at_three_budgets_and_costs_what_was_c
     expected = _evaluate_predictions(checkpoint, budgets, tmp_path)
     loaded = mlflow.pyfunc.load_model(str(model_dir))
     assert loaded.metadata.get_params_schema().to_dict()[0]["name"] == "budget"
-    server = Served(model_dir, tmp_path / "serve.log", port_factory())
+    server = Served(model_dir, port_factory(), tmp_path / "serve.log")
     try:
         shown = []
         for budget, point in zip(budgets, card["budgets"]):

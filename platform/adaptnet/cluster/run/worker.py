@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -79,13 +80,15 @@ def node_system_metrics(tracking_uri: str, run_id: str, ctx):
 
 def fetch_handoff(cfg: RunConfig, checkpoint) -> RunConfig:
     """The previous stage's selected checkpoint, fetched from storage into this node's run directory, as the
-    config's stage-1 checkpoint and split source (never a path on another node)."""
+    config's stage-1 checkpoint and split source (never a path on another node). Workers of one node may fetch
+    at once: each writes its own part file and renames it into place (atomic; the copies are equal)."""
     local = cfg.run_dir / "handoff" / SELECTED_FILE
     if not local.exists():
         local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_suffix(f".part-{os.getpid()}")
         with local_copy(checkpoint) as folder:
-            shutil.copyfile(Path(folder) / SELECTED_FILE, local.with_suffix(".part"))
-        local.with_suffix(".part").replace(local)
+            shutil.copyfile(Path(folder) / SELECTED_FILE, part)
+        part.replace(local)
     tree = cfg.model_dump()
     tree["imta"]["stage1_checkpoint"] = tree["data"]["split_from"] = str(local)
     return RunConfig.model_validate(tree)
