@@ -27,3 +27,20 @@ def test_a_bare_postgresql_uri_is_a_tracking_store(postgres_server):
     check_tracking_uri(uri)
     run_id = find_or_create_run(uri, "pg", run_key="it's", run_name="r", params={"a": "1"})
     assert find_or_create_run(uri, "pg", run_key="it's", run_name="r", params={"a": "1"}) == run_id
+
+
+def test_a_sqlite_store_keeps_artifacts_beside_it_and_opens_on_its_runs(tmp_path, monkeypatch):
+    """Run from one folder with the store in another: artifacts go next to the database, not into ./mlruns;
+    a new experiment opens in the UI on its runs (model training) and says what it holds."""
+    store, elsewhere = tmp_path / "store", tmp_path / "cwd"
+    store.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tracking = f"sqlite:///{store / 'mlflow.db'}"
+    run_id = find_or_create_run(tracking, "e", run_key="k", run_name="r", params={})
+    mlflow = client(tracking)
+    mlflow.log_text(run_id, "hello", "note.txt")
+    assert (store / "mlruns" / run_id / "artifacts" / "note.txt").read_text() == "hello"
+    assert not list(elsewhere.iterdir())
+    experiment = mlflow.get_experiment_by_name("e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "arm" in experiment.tags["mlflow.note.content"]

@@ -112,8 +112,7 @@ def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_nam
     from ...loop.preflight import RunRecordError
 
     mlflow = client(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    experiment_id = find_or_create_experiment(mlflow, tracking_uri, experiment)
     existing = find_run(mlflow, experiment_id, run_key)
     if existing and restart:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -131,6 +130,30 @@ def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_nam
     run = mlflow.create_run(experiment_id, run_name=run_name, tags={RUN_KEY_TAG: run_key, **(tags or {})})
     log_params(mlflow, run.info.run_id, params)
     return run.info.run_id
+
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on runs, not GenAI traces
+EXPERIMENT_NOTE = ("adaptnet runs: training runs, and sweeps as a parent run with one child run per trial "
+                   "(`<arm>-s<seed>` in paired comparisons). The parent's `comparison.md` and `cmp/...` metrics hold "
+                   "the paired comparison; group the runs table by the `arm` param to compare arms.")
+
+
+def find_or_create_experiment(mlflow, tracking_uri: str, name: str) -> str:
+    """The experiment's id; a new one opens in the MLflow UI on its runs (model training), says what it holds,
+    and, on a sqlite store, keeps its artifacts beside the database (not in the working directory)."""
+    found = mlflow.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    return mlflow.create_experiment(name, artifact_location=sqlite_artifact_root(tracking_uri),
+                                    tags={**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE})
+
+
+def sqlite_artifact_root(tracking_uri: str) -> str | None:
+    """`<database folder>/mlruns` for a sqlite store (MLflow's default would be ./mlruns of whatever folder the
+    command ran in), None for a server or PostgreSQL store (the server's own artifact root)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
 
 
 def log_params(mlflow, run_id: str, params: dict[str, str]) -> None:
