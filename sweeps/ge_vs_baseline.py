@@ -133,7 +133,10 @@ def run(args) -> int:
     markdown = f"{budget_note}\n\n{table_markdown(rows)}\n\n" + "".join(f"{n}\n" for n in notes) + f"\n{closing}\n"
     log_sweep_summary(where["tracking_uri"], result, extra_files={
         "comparison.md": markdown, "comparison.csv": csv_text(table_csv_rows(rows))})
-    log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms)
+    slugs = {label: key.removeprefix("final/").removeprefix("test_top1_").removesuffix("_test_top1")
+             for key, label in labels.items()}  # exit3, budgeted_area, budget1 …
+    log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms, slugs,
+                   f"{name}: test top-1 over {len(seeds)} paired seeds.\n{closing}")
     client(where["tracking_uri"]).set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
     print(f"\nMLflow parent run {parent_id} (experiment {where['experiment']})")
     print(mlflow_ui_hint(where["tracking_uri"]))

@@ -393,3 +393,22 @@ def imagenet_tree(tmp_path_factory) -> Path:
             (tree / split / wnid).mkdir(parents=True, exist_ok=True)
             (tree / split / wnid / image.name).symlink_to(image)
     return tree
+
+
+def assert_markdown_tables(text: str) -> int:
+    """Every Markdown table in `text` has one cell count for its header, separator and rows (pipes inside a
+    cell escaped); returns how many tables there were."""
+    import re
+
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    for table in tables:
+        counts = [len(re.split(r"(?<!\\)\|", line.strip())) - 2 for line in table]
+        assert len(table) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", table[1].strip()), table[:2]
+        assert len(set(counts)) == 1, f"cell counts {counts}: {table[0]}"
+    return len(tables)

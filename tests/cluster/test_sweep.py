@@ -81,6 +81,7 @@ def _assert_models_logged_and_registered(spec, result, children, expected_aliase
         if run.data.tags["adaptnet.trial_id"] in finished:
             logged = tracker.get_logged_model(run.data.tags[MODEL_TAG])
             assert logged.source_run_id == run.info.run_id and logged.status == LoggedModelStatus.READY
+            assert logged.name == run.info.run_name  # the trial's name, not its stage's
             assert logged.params["git_commit"] and logged.params["dataset"] == spec.base["data"]["dataset"]
             keys = {m.key for m in logged.metrics}
             assert any(k.startswith("model/macs_") for k in keys) and any(k.startswith("model/test_top1_") for k in keys)
@@ -204,7 +205,7 @@ def test_killed_sweep_driver_restores_without_rerunning_finished_trials(tmp_path
                "--set", "data.train_subset=512", "--set", "train.epochs=3",
                *[f"--set={o}" for o in TINY_MSDNET if not o.startswith("data.holdout")]]
     env = {**ray_head.env, "ADAPTNET_SCRATCH": str(tmp_path / "scratch")}
-    # run from tmp_path: MLflow puts a sqlite store's artifacts under the driver's ./mlruns
+    # run from tmp_path: whatever the driver writes to its working folder stays out of the checkout
     driver = subprocess.Popen([sys.executable, str(REPO / command[0]), *command[1:]], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     mlflow = client(tracking)

@@ -1,15 +1,17 @@
 """The user's day on local clusters: `ray job submit` of the smoke sweep to a token-authenticated head on
 127.0.0.1 with an MLflow server on 127.0.0.1, and the same sweep on a local multi-node (fake provider)
 cluster with trials on several nodes. Ray and MLflow are stopped by pid."""
+import csv
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import MlflowServer, RayHead
+from conftest import MlflowServer, RayHead, assert_markdown_tables
 
 from adaptnet.cluster.tracking.runs import NODE_TAG, child_runs
 from adaptnet.cluster.tracking.store import client, search_exact
@@ -47,14 +49,45 @@ def test_job_submit_runs_the_smoke_sweep_into_mlflow_on_loopback(tmp_path, cifar
         assert parent.info.status == "FINISHED"
         assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}  # 3 arms × 1 seed
         assert {r.data.tags["adaptnet.arm"] for r in children} == {"baseline", "ge", "imta"}
+        assert {r.info.run_name for r in children} == {"baseline-s0", "ge-s0", "imta-s0"}  # the sweep: a tag
+        for run in children:  # logged models named like their runs, with the arm's swept values
+            logged = client(server.uri).get_logged_model(run.data.tags["adaptnet.model_id"])
+            assert logged.name == run.info.run_name and logged.params["arm"] == run.data.tags["adaptnet.arm"]
+            assert "model.ge_scope" in logged.params and logged.params["seed"] == "0"
         artifacts = {a.path for a in client(server.uri).list_artifacts(parent.info.run_id, "job-smoke-seeds")}
         assert {"job-smoke-seeds/comparison.md", "job-smoke-seeds/trials.csv"} <= artifacts
+        _assert_comparison_readable_in_the_ui(server.uri, parent, tmp_path / "downloaded")
     finally:
         server.stop()
     logs = subprocess.run([RAY, "job", "logs", "--address", ray_head.dashboard, submission], env=ray_head.env,
                           capture_output=True, text=True, timeout=120).stdout
     assert "epoch 1 | loss" in logs and "paired seeds" in logs
     print(f"job runtime {runtime:.1f} s")
+
+
+def _assert_comparison_readable_in_the_ui(uri: str, parent, folder: Path) -> None:
+    """The parent's `cmp/...` metrics are the printed table's numbers (comparison.csv), every Markdown artifact
+    is a valid table, the verdict is the run's description, and the experiment opens on its runs."""
+    import mlflow.artifacts
+
+    tracker = client(uri)
+    local = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, dst_path=str(folder), tracking_uri=uri))
+    markdown = sorted(local.rglob("*.md"))
+    assert {p.name for p in markdown} >= {"comparison.md", "trials.md"}
+    for path in markdown:
+        assert assert_markdown_tables(path.read_text()) >= 1, path
+    metrics = tracker.get_run(parent.info.run_id).data.metrics
+    rows = list(csv.DictReader((local / "job-smoke-seeds" / "comparison.csv").open()))
+    exits = [r for r in rows if r["metric"].startswith("exit")]
+    assert exits
+    for row in exits:
+        prefix = f"cmp/{row['metric']}/{row['arm']}"
+        assert metrics[f"{prefix}/mean"] == pytest.approx(float(row["mean"])) and metrics[f"{prefix}/n"] == 1
+        if row["diff_vs_baseline"]:
+            assert metrics[f"{prefix}/delta"] == pytest.approx(float(row["diff_vs_baseline"]))
+    assert "paired seeds" in tracker.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    experiment = tracker.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_local_multi_node_cluster_runs_the_smoke_sweep_with_trials_on_two_nodes(tmp_path, cifar10_spec, port_factory):

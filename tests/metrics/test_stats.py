@@ -80,3 +80,36 @@ def test_a_row_never_loses_a_seed_silently():
     assert "2/3*" in text and "0/3*" in text
     assert row_notes(rows)[0] == "* @20M, ge: 2 of 3 seeds: seed 1: budget @20M outside seed 1's cost curve"
     assert table_csv_rows(rows)[1]["missing"] == "seed 1: budget @20M outside seed 1's cost curve"
+
+
+def test_every_markdown_table_written_has_one_cell_count_per_line():
+    """comparison.md (its header holds "|Δ|"), a trials table with a pipe in a value, and a model card."""
+    from conftest import assert_markdown_tables
+
+    from adaptnet.cluster.sweep.summary import markdown
+    from adaptnet.cluster.tracking.export import card_markdown
+
+    results = {"baseline": {0: {"exit1": 50.0}, 1: {"exit1": 60.0}}, "ge": {0: {"exit1": 51.0}, 1: {"exit1": 62.0}}}
+    assert "detectable \\|Δ\\|" in table_markdown(comparison_rows(results, ["exit1"], baseline="baseline"))
+    assert assert_markdown_tables(table_markdown(comparison_rows(results, ["exit1"], baseline="baseline"))) == 1
+    assert assert_markdown_tables(markdown([{"trial": "a", "param:x": "1|2", "score": 3.0}])) == 1
+    card = {"run": "r", "model": "m", "technique": "t", "dataset": "d", "input_size": 32, "classes": ["a"],
+            "kind": "subnet", "skip": "TT", "macs": 1e6, "params": 1e5,
+            "subnets": [{"skip": s, "macs": 1e6, "params": 1e5, "holdout_top1": 1.0, "test_top1": 2.0} for s in ("TT", "FF")]}
+    assert assert_markdown_tables(card_markdown(card)) == 1
+
+
+def test_the_comparison_as_metrics_equals_the_table():
+    from adaptnet.cluster.tracking.views import comparison_metrics
+
+    results = {"baseline": {0: {"@1.5M MACs": 50.0}, 1: {"@1.5M MACs": 60.0}},
+               "ge": {0: {"@1.5M MACs": 51.0}, 1: {"@1.5M MACs": 63.0}}}
+    rows = comparison_rows(results, ["@1.5M MACs"], baseline="baseline")
+    metrics = comparison_metrics(rows, {"@1.5M MACs": "budget1"})
+    base, ge = rows
+    assert metrics["cmp/budget1/baseline/mean"] == pytest.approx(55.0) and metrics["cmp/budget1/ge/n"] == 2
+    assert metrics["cmp/budget1/ge/ci_low"] == pytest.approx(ge["interval"].low)
+    assert metrics["cmp/budget1/ge/delta"] == pytest.approx(2.0)
+    assert (metrics["cmp/budget1/ge/delta_ci_low"], metrics["cmp/budget1/ge/delta_ci_high"]) == pytest.approx(
+        (ge["diff"].low, ge["diff"].high))
+    assert not any(k.startswith("cmp/budget1/baseline/delta") for k in metrics)

@@ -147,10 +147,19 @@ def _cells(row: dict) -> list[str]:
 HEADER = ["metric", "arm", "n", "mean ± 95% CI", "Δ vs baseline", "Δ 95% CI", "detectable |Δ|"]
 
 
-def table_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table; pipes inside cells are escaped and line breaks folded, so every line
+    has as many cells as the header."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def table_markdown(rows: list[dict]) -> str:
+    return markdown_table(HEADER, [_cells(row) for row in rows])
 
 
 def table_text(rows: list[dict]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ...metrics.stats import markdown_table
 from ..tracking.views import accuracy_cost_points
 from .spec import SweepResult, TrialSummary
 from ..tracking.results import SCORE
@@ -30,9 +31,7 @@ def markdown(rows: list[dict]) -> str:
         return "(no trials)\n"
     keys = list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(keys, [[cell(r.get(k)) for k in keys] for r in rows]) + "\n"
 
 
 def csv_text(rows: list[dict]) -> str:

@@ -63,7 +63,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         tune.report(final_result(done))
         return
     run_id = find_or_create_run(
-        ctx.tracking_uri, ctx.experiment, run_key=run_key, run_name=f"{ctx.sweep}/{name}",
+        ctx.tracking_uri, ctx.experiment, run_key=run_key, run_name=name,  # the sweep: its tag and the parent
         params={**flatten(cfg.model_dump()), **{f"trial.{k}": v for k, v in params.items()},
                 **{k: v for k, v in params.items() if k in SPECIAL_KEYS}},  # `arm` first in compare views
         tags={PARENT_TAG: ctx.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: ctx.sweep,
@@ -73,21 +73,23 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     try:
         if ctx.scaling.workers == 1:
             summary = _train_in_trial(cfg, ctx, run_id)
-            tune.report(finish_trial(cfg, ctx, run_id, _selected_checkpoint(cfg), summary))
+            tune.report(finish_trial(cfg, ctx, run_id, _selected_checkpoint(cfg), summary, name, params))
         else:  # rank 0 of the last stage finishes the trial (TrialHooks.after_fit)
-            _train_with_torch_trainer(cfg, ctx, run_id, trial_id)
+            _train_with_torch_trainer(cfg, ctx, run_id, trial_id, params)
     except BaseException:
         client(ctx.tracking_uri).set_terminated(run_id, "FAILED")
         raise
 
 
-def finish_trial(cfg: RunConfig, ctx: TrialContext, run_id: str, selected: Path,
-                 summary: dict[str, float]) -> dict[str, float]:
+def finish_trial(cfg: RunConfig, ctx: TrialContext, run_id: str, selected: Path, summary: dict[str, float],
+                 name: str, params: dict[str, Any]) -> dict[str, float]:
     """The same end for every trial, however many workers trained it: latency on this process's device (when
-    asked), the selected checkpoint as a LoggedModel, the final metrics; returns the last Tune result."""
+    asked), the selected checkpoint as a LoggedModel named like the trial's run (its params: the trial's values),
+    the final metrics; returns the last Tune result."""
     if ctx.latency_batches:
         summary = {**summary, **latency_metrics(selected, ctx.budgets, ctx.latency_batches)}
-    log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit())
+    swept = {**{k: v for k, v in params.items() if k in SPECIAL_KEYS}, **trial_overrides(params, ctx.arms)}
+    log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit(), name, swept)
     log_final(ctx.tracking_uri, run_id, cfg, summary)
     return final_result(summary)
 
@@ -161,6 +163,8 @@ class TrialHooks(RunHooks):
     epoch's report, and, after the last stage, `finish_trial` on rank 0 (the others report nothing new)."""
     step_offset: int
     ctx: TrialContext | None = None   # set on the last stage only
+    name: str = ""                    # the trial's run name, `<arm>-s<seed>` in a paired grid
+    params: dict = field(default_factory=dict)  # the trial's values
 
     def epoch_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return trial_metrics(metrics, self.step_offset)
@@ -172,10 +176,11 @@ class TrialHooks(RunHooks):
             return {}
         from ...loop.trainer import best_checkpoint
 
-        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), final_summary(cfg, self.ctx.budgets))
+        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), final_summary(cfg, self.ctx.budgets),
+                            self.name, self.params)
 
 
-def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, trial_id: str) -> None:
+def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, trial_id: str, params: dict) -> None:
     """Multi-worker trials: one TorchTrainer per stage, named after the trial, so that a restored trial's
     trainer resumes from its own latest checkpoint (Train V2 restores by storage path + name)."""
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -186,7 +191,7 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
         last = index == len(stages) - 1
         job = WorkerJob(run={}, tracking_uri=ctx.tracking_uri, mlflow_run_id=run_id, threads=ctx.scaling.threads(),
                         handoff=result.checkpoint if result else None,
-                        hooks=TrialHooks(offset, ctx if last else None))
+                        hooks=TrialHooks(offset, ctx if last else None, cfg.name, params))
         result = build_trainer(job, stage, ctx.scaling, f"{ctx.sweep}-{trial_id}-{stage.name}", ctx.storage,
                                callbacks=[TuneReportCallback()], keep_checkpoints=1).fit()
 

@@ -33,9 +33,11 @@ def _model_metrics(card: dict) -> dict[str, float]:
     return out
 
 
-def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, git_commit: str) -> str:
-    """The trial's held-out-selected checkpoint as a LoggedModel of its child run: multi-exit nets with
-    early exit at the sweep's budgets, ADN nets as their base-net. Returns the model id."""
+def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, git_commit: str, name: str,
+                    trial_params: dict) -> str:
+    """The trial's held-out-selected checkpoint as a LoggedModel of its child run, named like the run (the
+    checkpoint's stage in a tag), its params the trial's values: multi-exit nets with early exit at the sweep's
+    budgets, ADN nets as their base-net. Returns the model id."""
     from mlflow.entities import LoggedModelOutput, Metric
     from mlflow.models import Model
 
@@ -54,11 +56,12 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
     run = mlflow.get_run(run_id)
     card = bundle["card"]
     logged = mlflow.create_logged_model(
-        run.info.experiment_id, name=re.sub(r"[^A-Za-z0-9_-]", "_", card["run"]), source_run_id=run_id, model_type=f"adaptnet-{card['kind']}",
+        run.info.experiment_id, name=re.sub(r"[^A-Za-z0-9_-]", "_", name), source_run_id=run_id, model_type=f"adaptnet-{card['kind']}",
         params={"kind": card["kind"], "model": card["model"], "technique": card["technique"], "dataset": card["dataset"],
                 "git_commit": git_commit, **({"skip": skip} if skip else {"budgets": ",".join(f"{b:.6g}" for b in
-                                                                                           bundle["budgets"])})},
-        tags={"adaptnet.run": card["run"]})
+                                                                                           bundle["budgets"])}),
+                **{k: str(v) for k, v in trial_params.items()}},
+        tags={"adaptnet.run": card["run"]})  # the checkpoint's own run (an IMTA trial: its stage)
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "model"
         save_model_dir(bundle, local, Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from .store import client, flatten
+from .store import client, flatten, metric_key
 
 
 def sweep_params(spec) -> dict[str, str]:
@@ -107,9 +107,32 @@ def arm_cost_figure(result, arms: list[str], title: str):
     return fig
 
 
-def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown: str, result, arms: list[str]) -> None:
-    """comparison.md, comparison.png and accuracy_vs_cost.png at the top level of the parent's artifacts."""
+def comparison_metrics(rows: list[dict], slugs: dict[str, str]) -> dict[str, float]:
+    """The paired comparison as sortable, chartable metrics: per metric and arm `cmp/<metric>/<arm>/mean`,
+    `ci_low`, `ci_high`, `n`, and against the baseline `delta`, `delta_ci_low`, `delta_ci_high`. `slugs` names
+    each row's metric in keys (e.g. "@19.7M MACs" → budget1). Undefined bounds (one seed) are left out."""
+    out = {}
+    for row in rows:
+        prefix = f"cmp/{slugs.get(row['metric'], row['metric'])}/{row['arm']}"
+        for name, interval in (("", row["interval"]), ("delta_", row["diff"])):
+            if interval is None:
+                continue
+            values = {"mean" if not name else "delta": interval.mean, f"{name}ci_low": interval.low,
+                      f"{name}ci_high": interval.high}
+            if not name:
+                values["n"] = interval.n
+            out.update({metric_key(f"{prefix}/{k}"): float(v) for k, v in values.items() if math.isfinite(v)})
+    return out
+
+
+def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown: str, result, arms: list[str],
+                   slugs: dict[str, str], verdict: str) -> None:
+    """comparison.md, comparison.png and accuracy_vs_cost.png at the top level of the parent's artifacts, the
+    comparison as `cmp/...` metrics, and the verdict as the parent run's description."""
+    import time
+
     import matplotlib.pyplot as plt
+    from mlflow.entities import Metric
 
     mlflow = client(tracking_uri)
     mlflow.log_text(parent_id, markdown, "comparison.md")
@@ -117,3 +140,8 @@ def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown
                       ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm"))):
         mlflow.log_figure(parent_id, fig, name)
         plt.close(fig)
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in comparison_metrics(rows, slugs).items()]
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        mlflow.log_batch(parent_id, metrics=metrics[start:start + 1000])
+    mlflow.set_tag(parent_id, "mlflow.note.content", verdict)
