@@ -57,6 +57,12 @@ def test_comparison_figure_shows_each_arm_with_intervals_and_the_paired_differen
     assert list(baseline.lines[0].get_xdata()) == [1.0, 2.0, 3.0]
     assert list(baseline.lines[0].get_ydata()) == [46.0, 51.0, 56.0]  # mean over seeds, not one seed
     assert ax.containers[0].has_yerr and not math.isnan(rows[0]["interval"].half_width)
+    # an arm has one colour in every figure, whatever order its rows come in
+    reordered = comparison_figure([r for r in rows if r["arm"] == "ge"] + [r for r in rows if r["arm"] != "ge"],
+                                  "cmp", list(ARMS))
+    colour = {c.get_label(): c.lines[0].get_color() for c in ax.containers}
+    ge = next(c for c in reordered.axes[0].containers if c.get_label() == "ge")
+    assert colour["ge (n=3)"] == ge.lines[0].get_color() != colour["baseline (n=3)"]
 
 
 def test_system_metrics_are_logged_to_the_training_run(tmp_path):

@@ -70,7 +70,8 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
     ranked = sorted((t for t in result.finished() if t.metrics.get(objective.metric) is not None),
                     key=lambda t: t.metrics[objective.metric], reverse=objective.mode == "max")[:top]
     series = {t.name: accuracy_cost_points(t.metrics) for t in ranked}
-    if any(series.values()):
+    paired = any("arm" in t.params for t in result.trials)  # the parent's per-arm figure is the one to read
+    if any(series.values()) and not paired:
         plot_series(series, f"{result.name}: best {len(series)} trials", folder / "accuracy_vs_cost.png")
     if len(result.objectives) > 1:
         costs = [k for k in summary_columns(result) if k.startswith(("final/macs_", "final/latency_ms_"))]

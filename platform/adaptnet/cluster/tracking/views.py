@@ -40,16 +40,21 @@ def accuracy_cost_points(metrics: dict) -> list[tuple[float, float]]:
     return points
 
 
-def comparison_figure(rows: list[dict], title: str):
+def arm_color(index: int) -> str:
+    """An arm's colour, by its place in the sweep's arms: the same in every figure of a sweep."""
+    return f"C{index % 10}"
+
+
+def comparison_figure(rows: list[dict], title: str, arms: list[str] | None = None):
     """Per metric (exit, budget): mean ± 95% CI of every arm (top) and the paired Δ vs the baseline with its
-    CI (bottom, 0 marked)."""
+    CI (bottom, 0 marked). `arms`: the sweep's arms in order (their colours); default: as the rows list them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    arms = arms or list(dict.fromkeys(r["arm"] for r in rows))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 1.6 * len(metrics) + 2), 7), sharex=True)
     width = 0.8 / max(1, len(arms))
     for a, arm in enumerate(arms):
@@ -62,10 +67,9 @@ def comparison_figure(rows: list[dict], title: str):
             xs.append(x), means.append(row["interval"].mean), errs.append(_half(row["interval"]))
             if row["diff"] is not None:
                 dx.append(x), dmeans.append(row["diff"].mean), derrs.append(_half(row["diff"]))
-        top.errorbar(xs, means, yerr=errs, fmt="o", capsize=4, label=arm)
+        top.errorbar(xs, means, yerr=errs, fmt="o", capsize=4, label=arm, color=arm_color(a))
         if dx:
-            bottom.errorbar(dx, dmeans, yerr=derrs, fmt="s", capsize=4, label=f"{arm} − baseline",
-                            color=top.lines[-1].get_color())
+            bottom.errorbar(dx, dmeans, yerr=derrs, fmt="s", capsize=4, label=f"{arm} − baseline", color=arm_color(a))
     bottom.axhline(0, color="grey", lw=1, ls="--")
     top.set_ylabel("test top-1 (%): mean ± 95% CI")
     bottom.set_ylabel("paired Δ vs baseline (pp) ± 95% CI")
@@ -93,7 +97,7 @@ def arm_cost_figure(result, arms: list[str], title: str):
     from ...metrics.stats import mean_ci
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm in arms:
+    for a, arm in enumerate(arms):
         per_seed = [sorted(accuracy_cost_points(t.metrics)) for t in result.finished() if t.params.get("arm") == arm]
         per_seed = [p for p in per_seed if p]
         if not per_seed:
@@ -102,7 +106,7 @@ def arm_cost_figure(result, arms: list[str], title: str):
         macs = [per_seed[0][k][0] / 1e6 for k in range(n_out)]
         intervals = [mean_ci([p[k][1] for p in per_seed]) for k in range(n_out)]
         ax.errorbar(macs, [i.mean for i in intervals], yerr=[_half(i) for i in intervals], marker="o", capsize=4,
-                    label=f"{arm} (n={len(per_seed)})")
+                    label=f"{arm} (n={len(per_seed)})", color=arm_color(a))
     finish_cost_axes(fig, ax, title, "test top-1 (%): mean ± 95% CI over seeds")
     return fig
 
@@ -136,7 +140,7 @@ def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown
 
     mlflow = client(tracking_uri)
     mlflow.log_text(parent_id, markdown, "comparison.md")
-    for name, fig in (("comparison.png", comparison_figure(rows, f"{result.name}: paired comparison")),
+    for name, fig in (("comparison.png", comparison_figure(rows, f"{result.name}: paired comparison", arms)),
                       ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm"))):
         mlflow.log_figure(parent_id, fig, name)
         plt.close(fig)
