@@ -72,3 +72,18 @@ def test_system_metrics_are_logged_to_the_training_run(tmp_path):
         time.sleep(1.5)
     keys = set(client(tracking).get_run(run_id).data.metrics)
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys
+
+
+def test_a_paired_comparison_registers_each_arms_typical_seed_not_a_best_across_arms():
+    from adaptnet.cluster.tracking.models import chosen_trials
+
+    scores = {"baseline": [40.0, 41.5, 43.0], "ge": [39.1, 41.5, 40.2]}  # means 41.5 and 40.27
+    trials = [TrialSummary(f"{arm}{s}", f"{arm}-s{s}", {"arm": arm, "seed": s}, {"score": v}, "FINISHED")
+              for arm, values in scores.items() for s, v in enumerate(values)]
+    chosen = chosen_trials(SweepResult("cmp", trials, "parent", (Objective("score"),), ""))
+    assert [(alias, t.name) for alias, t, _ in chosen] == [("baseline", "baseline-s1"), ("ge", "ge-s2")]
+    assert all("closest to the arm's mean over 3 seeds" in why and "held-out" in why for _, _, why in chosen)
+    search = [TrialSummary(f"t{i}", f"t{i}", {"optim.lr": lr}, {"score": v}, "FINISHED")
+              for i, (lr, v) in enumerate([(0.1, 40.0), (0.05, 42.0)])]
+    ((alias, best, why),) = chosen_trials(SweepResult("lr", search, "parent", (Objective("score"),), ""))
+    assert (alias, best.name) == ("best", "t1") and "held-out" in why

@@ -86,6 +86,8 @@ def _assert_comparison_readable_in_the_ui(uri: str, parent, folder: Path) -> Non
         if row["diff_vs_baseline"]:
             assert metrics[f"{prefix}/delta"] == pytest.approx(float(row["diff_vs_baseline"]))
     assert "paired seeds" in tracker.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    registered = tracker.get_registered_model("adaptnet-job-smoke-seeds")
+    assert set(registered.aliases) == {"baseline", "ge", "imta"}  # each arm's typical seed, no best across arms
     experiment = tracker.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 

@@ -18,14 +18,12 @@ BUNDLE_VERSION = 1
 
 
 def _normalization(data) -> tuple[list[float], list[float]]:
-    """The run's mean/std: in-memory batches keep them scaled by 255, streaming ones in their transform."""
-    if hasattr(data.test, "mean"):
-        return (data.test.mean.flatten() / 255).tolist(), (data.test.std.flatten() / 255).tolist()
-    from torchvision.transforms import v2
-
-    steps = data.test.loader.dataset.transform.transforms
-    normalize = next(t for t in steps if isinstance(t, v2.Normalize))
-    return list(normalize.mean), list(normalize.std)
+    """The run's mean/std on the 0–1 scale: in-memory batches keep them as tensors scaled by 255, streaming
+    batches as the plain values they normalise uint8 batches with (`normalize_batch`)."""
+    mean, std = data.test.mean, data.test.std
+    if isinstance(mean, torch.Tensor):
+        return (mean.flatten() / 255).tolist(), (std.flatten() / 255).tolist()
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, skip: str | None = None,

@@ -1,6 +1,7 @@
 """Sweep models in MLflow 3: every trial's selected checkpoint as a LoggedModel (pyfunc, signature, model card,
-linked to its child run as an output, its card's numbers as model metrics), and the sweep's best trial (each
-Pareto point of a multi-objective sweep) as a version of a registered model with an alias (not a stage)."""
+linked to its child run as an output, its card's numbers as model metrics), and the trials `chosen_trials` picks
+(each arm's typical seed in a paired comparison, a search's best trial or Pareto points) as versions of a
+registered model with aliases (not stages)."""
 from __future__ import annotations
 
 import re
@@ -76,25 +77,47 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
     return logged.model_id
 
 
+def chosen_trials(result) -> list[tuple[str, object, str]]:
+    """(alias, trial, why) of the trials a sweep registers. A paired comparison (trials with an `arm`) registers,
+    per arm, the seed closest to its arm's mean (`@<arm>`): no "best" across arms and seeds. A search registers
+    its best trial (`@best`) or each Pareto point (`@pareto1`…, cheapest by the last objective first)."""
+    first = result.objectives[0]
+    arms = list(dict.fromkeys(t.params["arm"] for t in result.finished() if "arm" in t.params))
+    if arms:
+        chosen = []
+        for arm in arms:
+            trials = [t for t in result.finished() if t.params.get("arm") == arm and t.metrics.get(first.metric) is not None]
+            if trials:
+                mean = sum(t.metrics[first.metric] for t in trials) / len(trials)
+                typical = min(trials, key=lambda t: abs(t.metrics[first.metric] - mean))
+                chosen.append((re.sub(r"[^A-Za-z0-9_-]", "_", str(arm)), typical,
+                               f"arm {arm}: the seed whose {first.metric} (held-out split) is closest to the arm's "
+                               f"mean over {len(trials)} seeds ({mean:.4g})"))
+        return chosen
+    if len(result.objectives) == 1:
+        best = result.best()
+        return [("best", best, f"best {first.metric} ({first.mode}, held-out split) of {len(result.finished())} "
+                               "finished trials")] if best else []
+    last = result.objectives[-1]
+    front = sorted(result.pareto_front(), key=lambda t: t.metrics[last.metric] * (1 if last.mode == "min" else -1))
+    objectives = ", ".join(f"{o.metric} ({o.mode})" for o in result.objectives)
+    return [(f"pareto{i}", t, f"Pareto point {i} of {len(front)} on {objectives}, cheapest first")
+            for i, t in enumerate(front, 1)]
+
+
 def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
-    """Registers the best trial (alias `best`) or each Pareto point (`pareto1`…, cheapest by the last objective
-    first) under `adaptnet-<sweep>`; returns {alias: version}. Trials without a LoggedModel are skipped."""
+    """Registers the `chosen_trials` under `adaptnet-<sweep>` with their aliases, each version's description
+    saying why it was chosen; returns {alias: version}. Trials without a LoggedModel are skipped."""
     from mlflow.exceptions import MlflowException
 
     from .runs import TRIAL_TAG, child_runs
 
     runs_by_trial = {r.data.tags.get(TRIAL_TAG): r for r in child_runs(tracking_uri, result.parent_run_id, result.name)}
-    if len(result.objectives) == 1:
-        chosen = [("best", result.best())]
-    else:
-        last = result.objectives[-1]
-        front = sorted(result.pareto_front(), key=lambda t: t.metrics[last.metric] * (1 if last.mode == "min" else -1))
-        chosen = [(f"pareto{i}", t) for i, t in enumerate(front, 1)]
     mlflow = client(tracking_uri)
     name = registered_name(result.name)
     aliases = {}
-    for alias, trial in chosen:
-        run = runs_by_trial.get(trial.trial_id) if trial else None
+    for alias, trial, why in chosen_trials(result):
+        run = runs_by_trial.get(trial.trial_id)
         model_id = run and run.data.tags.get(MODEL_TAG)
         if not model_id:
             continue
@@ -107,7 +130,7 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
         # the artifact location, not models:/<id>: the registry store would resolve that through the global
         # tracking URI instead of this client's (and the SQL store keeps no model_id: the tag says which)
         version = mlflow.create_model_version(name, source=mlflow.get_logged_model(model_id).artifact_location,
-                                              run_id=run.info.run_id, model_id=model_id,
+                                              run_id=run.info.run_id, model_id=model_id, description=why,
                                               tags={"adaptnet.trial": trial.name, MODEL_TAG: model_id})
         mlflow.set_registered_model_alias(name, alias, version.version)
         aliases[alias] = version.version
