@@ -51,7 +51,7 @@ def test_mixed_size_jpegs_train_through_the_streaming_source_far_above_chance(mi
     assert top1 > 25
     # the run exports (streaming loaders normalise uint8 batches with plain mean/std values) and the exported
     # model classifies a JPEG of the tree as the trained network does
-    from adaptnet.deploy.bundle import Runner, build_bundle
+    from adaptnet.deploy.bundle import Runner, build_bundle, save_bundle
     from adaptnet.loop.evaluate import load_checkpoint_model
     from adaptnet.loop.trainer import best_checkpoint
 
@@ -60,4 +60,4 @@ def test_mixed_size_jpegs_train_through_the_streaming_source_far_above_chance(mi
     assert (bundle["mean"], bundle["std"]) == (pytest.approx(list(data.test.mean)), pytest.approx(list(data.test.std)))
     assert 0.2 < bundle["mean"][0] < 0.8 and 0.1 < bundle["std"][0] < 0.5  # the 0–1 scale
     image = next(p for p in (mixed_size_cifar / "val").rglob("*") if p.is_file()).read_bytes()
-    assert Runner(bundle).predict([image])["class"][0] in range(10)
+    assert Runner(save_bundle(bundle, tmp_path / "bundle.pt")).predict([image])["class"][0] in range(10)
