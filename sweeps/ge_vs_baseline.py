@@ -139,7 +139,7 @@ def run(args) -> int:
                    f"{name}: test top-1 over {len(seeds)} paired seeds.\n{closing}")
     client(where["tracking_uri"]).set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
     print(f"\nMLflow parent run {parent_id} (experiment {where['experiment']})")
-    print(mlflow_ui_hint(where["tracking_uri"]))
+    print(mlflow_ui_hint(where["tracking_uri"], parent_id))
     return 1 if failed else 0
 
 

@@ -29,9 +29,9 @@ def test_a_bare_postgresql_uri_is_a_tracking_store(postgres_server):
     assert find_or_create_run(uri, "pg", run_key="it's", run_name="r", params={"a": "1"}) == run_id
 
 
-def test_a_sqlite_store_keeps_artifacts_beside_it_and_opens_on_its_runs(tmp_path, monkeypatch):
+def test_a_sqlite_store_keeps_artifacts_beside_it_and_its_experiments_say_what_they_hold(tmp_path, monkeypatch):
     """Run from one folder with the store in another: artifacts go next to the database, not into ./mlruns;
-    a new experiment opens in the UI on its runs (model training) and says what it holds."""
+    a new experiment is marked as model training and says what it holds."""
     store, elsewhere = tmp_path / "store", tmp_path / "cwd"
     store.mkdir(), elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

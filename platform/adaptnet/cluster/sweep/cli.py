@@ -180,10 +180,18 @@ def main_guard(run) -> int:
         return 2
 
 
-def mlflow_ui_hint(tracking_uri: str) -> str:
+def mlflow_ui_hint(tracking_uri: str, parent_run_id: str | None = None) -> str:
+    """How to open the sweep in the MLflow UI: the experiment's runs table (MLflow 3's UI otherwise opens on its
+    GenAI overview)."""
+    page = ""
+    if parent_run_id:
+        from ..tracking.store import client
+
+        page = f"#/experiments/{client(tracking_uri).get_run(parent_run_id).info.experiment_id}/runs"
     if tracking_uri.startswith(("http://", "https://")):
-        return f"MLflow UI: {tracking_uri}"
-    return f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}   (then http://127.0.0.1:5000)"
+        return f"MLflow UI: {tracking_uri.rstrip('/')}/{page}"
+    return (f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}   "
+            f"(then http://127.0.0.1:5000/{page})")
 
 
 def print_trials(result, columns: list[str]) -> None:
@@ -236,7 +244,7 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
         log_sweep_summary(spec.tracking_uri, result)
         failed = [t for t in result.trials if t.status == "FAILED"]
         client(spec.tracking_uri).set_terminated(result.parent_run_id, "FAILED" if failed else "FINISHED")
-        print(mlflow_ui_hint(spec.tracking_uri))
+        print(mlflow_ui_hint(spec.tracking_uri, result.parent_run_id))
         return 1 if failed else 0
 
     return main_guard(run)

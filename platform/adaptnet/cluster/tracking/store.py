@@ -132,15 +132,15 @@ def find_or_create_run(tracking_uri: str, experiment: str, run_key: str, run_nam
     return run.info.run_id
 
 
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on runs, not GenAI traces
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3: model training, not GenAI
 EXPERIMENT_NOTE = ("adaptnet runs: training runs, and sweeps as a parent run with one child run per trial "
                    "(`<arm>-s<seed>` in paired comparisons). The parent's `comparison.md` and `cmp/...` metrics hold "
                    "the paired comparison; group the runs table by the `arm` param to compare arms.")
 
 
 def find_or_create_experiment(mlflow, tracking_uri: str, name: str) -> str:
-    """The experiment's id; a new one opens in the MLflow UI on its runs (model training), says what it holds,
-    and, on a sqlite store, keeps its artifacts beside the database (not in the working directory)."""
+    """The experiment's id; a new one is marked as model training (MLflow 3's experiment kind), says what it
+    holds, and, on a sqlite store, keeps its artifacts beside the database (not in the working directory)."""
     found = mlflow.get_experiment_by_name(name)
     if found:
         return found.experiment_id
