@@ -10,7 +10,9 @@ experiment (default: `make demo`'s ./mlflow.db); without either it says so in on
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,7 +81,7 @@ def main() -> int:
             screenshot(browser, url, out / f"{name}.png")
             print(out / f"{name}.png", url)
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
         server.wait(timeout=30)
     return 0
 

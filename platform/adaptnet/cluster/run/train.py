@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ...loop import RunConfig
 from ..tracking.store import client, find_or_create_run, flatten, resolve_tracking_uri
-from .job import WorkerJob
 from .runtime import runtime_env
 from .storage import storage_target
 from .trainer import Scaling, absolute_paths, build_trainer
@@ -60,9 +59,8 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions, handoff=None):
                                 restart=options.restart)
     if not ray.is_initialized():
         ray.init(address=options.address or "local", runtime_env=runtime_env())
-    job = WorkerJob(run={}, tracking_uri=tracking_uri, mlflow_run_id=run_id, threads=options.scaling().threads(),
-                    handoff=handoff)
-    trainer = build_trainer(job, cfg, options.scaling(), cfg.name, options.storage, max_failures=options.max_failures)
+    trainer = build_trainer(cfg, options.scaling(), cfg.name, options.storage, tracking_uri=tracking_uri,
+                            run_id=run_id, handoff=handoff, max_failures=options.max_failures)
     try:
         result = trainer.fit()
     except BaseException:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...loop import RunConfig
-from .job import WorkerJob
+from .job import RunHooks, WorkerJob
 from .storage import storage_target
 
 
@@ -47,18 +47,20 @@ def trainer_data(cfg: RunConfig) -> tuple[dict, dict | None]:
     return {"datasets": datasets, "dataset_config": data_config()}, meta
 
 
-def build_trainer(job: WorkerJob, cfg: RunConfig, scaling: Scaling, name: str, storage: str | None, *,
-                  callbacks=(), max_failures: int = 0, keep_checkpoints: int = 2):
-    """A TorchTrainer running `worker_loop` on `job` (its `run` and `ray_data` filled in from `cfg`), named
-    `name` in `storage` (Train V2 resumes a trainer by storage path + name)."""
+def build_trainer(cfg: RunConfig, scaling: Scaling, name: str, storage: str | None, *, tracking_uri: str,
+                  run_id: str, handoff=None, hooks: RunHooks | None = None, callbacks=(), max_failures: int = 0,
+                  keep_checkpoints: int = 2):
+    """A TorchTrainer running `worker_loop` on the `WorkerJob` of `cfg` (paths made absolute, Ray Data built here
+    when the loader is `ray`), named `name` in `storage` (Train V2 resumes a trainer by storage path + name)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from .worker import worker_loop
 
     cfg = absolute_paths(cfg)
-    data_kwargs, job.ray_data = trainer_data(cfg)
-    job.run = cfg.model_dump()
+    data_kwargs, ray_data = trainer_data(cfg)
+    job = WorkerJob(run=cfg.model_dump(), tracking_uri=tracking_uri, mlflow_run_id=run_id, threads=scaling.threads(),
+                    handoff=handoff, ray_data=ray_data, hooks=hooks or RunHooks())
     storage_path, filesystem = storage_target(storage)
     return TorchTrainer(
         worker_loop,

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...deploy.latency import latency_metrics
 from ...loop import RunConfig, stage_configs
-from ..run.job import RunHooks, WorkerJob
+from ..run.job import RunHooks
 from ..run.storage import local_copy, storage_target
 from ..run.trainer import Scaling, build_trainer
 from ..tracking.epochs import EpochLogger
@@ -189,10 +189,9 @@ def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, tr
     result = None
     for index, (stage, offset) in enumerate(stages):
         last = index == len(stages) - 1
-        job = WorkerJob(run={}, tracking_uri=ctx.tracking_uri, mlflow_run_id=run_id, threads=ctx.scaling.threads(),
-                        handoff=result.checkpoint if result else None,
-                        hooks=TrialHooks(offset, ctx if last else None, cfg.name, params))
-        result = build_trainer(job, stage, ctx.scaling, f"{ctx.sweep}-{trial_id}-{stage.name}", ctx.storage,
+        result = build_trainer(stage, ctx.scaling, f"{ctx.sweep}-{trial_id}-{stage.name}", ctx.storage,
+                               tracking_uri=ctx.tracking_uri, run_id=run_id, handoff=result.checkpoint if result else None,
+                               hooks=TrialHooks(offset, ctx if last else None, cfg.name, params),
                                callbacks=[TuneReportCallback()], keep_checkpoints=1).fit()
 
 

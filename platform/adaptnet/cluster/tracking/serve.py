@@ -18,10 +18,11 @@ class LocalModelServer:
         self.port = port
         bin_dir = Path(sys.executable).parent
         env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(PACKAGE_PARENT)}
-        out = open(log, "w") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager",
-                                      "local", "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)],
-                                     env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(log or os.devnull, "w") as out:  # the server keeps its own copy of the handle
+            self.proc = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", str(model_dir),
+                                          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                                          "--workers", str(workers)],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + startup_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
