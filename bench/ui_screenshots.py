@@ -1,8 +1,9 @@
 """What a user sees of a sweep in the MLflow UI: headless Chromium screenshots of a tracking store's views.
 
 Starts `mlflow server` over the store on a free loopback port, opens the experiment's runs table, the newest
-parent run (overview and its metrics), its comparison.md artifact and the models of the experiment, saves one
-PNG per view, and stops the server. Needs Debian's `chromium` (apt-get install chromium) and a store with the
+parent run (overview and its metrics), its comparison.md artifact, its runs grouped by arm (the saved view),
+the models of the experiment, one registered version's logged model and version page, saves one PNG per
+view, and stops the server. Needs Debian's `chromium` (apt-get install chromium) and a store with the
 experiment (default: `make demo`'s ./mlflow.db); without either it says so in one line and exits 0.
 
   .venv/bin/python bench/ui_screenshots.py --tracking-uri sqlite:///mlflow.db --out ui-shots
@@ -50,6 +51,10 @@ def main() -> int:
         return 0
     from mlflow.tracking import MlflowClient
 
+    from adaptnet.cluster.tracking.models import registered_name
+    from adaptnet.cluster.tracking.runs import SWEEP_TAG
+    from adaptnet.cluster.tracking.views import VIEW_TAG, view_key
+
     store = MlflowClient(args.tracking_uri)
     experiment = store.get_experiment_by_name(args.experiment)
     if experiment is None:
@@ -74,9 +79,19 @@ def main() -> int:
         exp = f"{base}/#/experiments/{experiment.experiment_id}"
         views = {"experiment": exp, "models": f"{exp}/models"}
         if parents:
-            run = f"{exp}/runs/{parents[0].info.run_id}"
+            parent = parents[0]
+            run = f"{exp}/runs/{parent.info.run_id}"
             views |= {"parent": run, "parent-metrics": f"{run}/model-metrics",
                       "comparison-md": f"{run}/artifacts/comparison.md"}
+            sweep = parent.data.tags.get(SWEEP_TAG, "")
+            if VIEW_TAG + view_key(sweep) in experiment.tags:
+                views["runs-by-arm"] = f"{exp}/runs?viewStateShareKey={view_key(sweep)}"
+            versions = store.search_model_versions(f"name = '{registered_name(sweep)}'")
+            if versions:
+                version = versions[0]
+                model_id = version.source.removeprefix("models:/")
+                views |= {"logged-model": f"{exp}/models/{model_id}",
+                          "model-version": f"{base}/#/models/{version.name}/versions/{version.version}"}
         for name, url in views.items():
             screenshot(browser, url, out / f"{name}.png")
             print(out / f"{name}.png", url)

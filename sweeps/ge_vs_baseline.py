@@ -80,7 +80,7 @@ def run(args) -> int:
     for arm, search in lr_searches.items():  # every config this script can produce, checked before Ray starts
         search.base = with_overrides(base, ARMS[arm])
         validate(search)
-    seeded = spec(f"{name}-seeds", grid={"arm": arms, "seed": seeds}, arms={a: dict(ARMS[a]) for a in arms})
+    seeded = spec(name, grid={"arm": arms, "seed": seeds}, arms={a: dict(ARMS[a]) for a in arms})
     validate(seeded)
 
     connect(args)
@@ -135,11 +135,11 @@ def run(args) -> int:
         "comparison.md": markdown, "comparison.csv": csv_text(table_csv_rows(rows))})
     slugs = {label: key.removeprefix("final/").removeprefix("test_top1_").removesuffix("_test_top1")
              for key, label in labels.items()}  # exit3, budgeted_area, budget1 …
-    log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms, slugs,
-                   f"{name}: test top-1 over {len(seeds)} paired seeds.\n{closing}")
+    view = log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms, slugs,
+                          f"{name}: test top-1 over {len(seeds)} paired seeds.\n{closing}", columns=list(labels))
     client(where["tracking_uri"]).set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
     print(f"\nMLflow parent run {parent_id} (experiment {where['experiment']})")
-    print(mlflow_ui_hint(where["tracking_uri"], parent_id))
+    print(mlflow_ui_hint(where["tracking_uri"], parent_id, view))
     return 1 if failed else 0
 
 

@@ -83,8 +83,11 @@ def _assert_models_logged_and_registered(spec, result, children, expected_aliase
             assert logged.source_run_id == run.info.run_id and logged.status == LoggedModelStatus.READY
             assert logged.name == run.info.run_name  # the trial's name, not its stage's
             assert logged.params["git_commit"] and logged.params["dataset"] == spec.base["data"]["dataset"]
-            keys = {m.key for m in logged.metrics}
-            assert any(k.startswith("model/macs_") for k in keys) and any(k.startswith("model/test_top1_") for k in keys)
+            # one key per number: the run's final metrics, linked to the model they measure (no model/ copies)
+            linked = {m.key: m.value for m in logged.metrics}
+            final = {k: v for k, v in tracker.get_run(run.info.run_id).data.metrics.items() if k.startswith("final/")}
+            assert linked == final and any(k.startswith("final/macs_") for k in linked)
+            assert not any(k.startswith("model/") for k in tracker.get_run(run.info.run_id).data.metrics)
             assert [o.model_id for o in tracker.get_run(run.info.run_id).outputs.model_outputs] == [logged.model_id]
     name = registered_name(result.name)
     registered = tracker.get_registered_model(name)
@@ -92,8 +95,9 @@ def _assert_models_logged_and_registered(spec, result, children, expected_aliase
     for alias, trials in expected_aliases.items():
         version = tracker.get_model_version_by_alias(name, alias)
         assert version.tags[MODEL_TAG] in {model_of[t.trial_id] for t in trials}
-        logged = tracker.get_logged_model(version.tags[MODEL_TAG])
-        assert version.source == logged.artifact_location and version.run_id == logged.source_run_id
+        logged = tracker.get_logged_model(version.tags[MODEL_TAG])  # version → model → version, as the UI links
+        assert version.source == f"models:/{logged.model_id}" and version.run_id == logged.source_run_id
+        assert {"name": name, "version": str(version.version)} in json.loads(logged.tags["mlflow.modelVersions"])
     version = tracker.get_model_version_by_alias(name, sorted(expected_aliases)[0])
     local = mlflow_artifacts.download_artifacts(tracker.get_model_version_download_uri(name, version.version),
                                                tracking_uri=spec.tracking_uri)

@@ -54,8 +54,9 @@ def test_job_submit_runs_the_smoke_sweep_into_mlflow_on_loopback(tmp_path, cifar
             logged = client(server.uri).get_logged_model(run.data.tags["adaptnet.model_id"])
             assert logged.name == run.info.run_name and logged.params["arm"] == run.data.tags["adaptnet.arm"]
             assert "model.ge_scope" in logged.params and logged.params["seed"] == "0"
-        artifacts = {a.path for a in client(server.uri).list_artifacts(parent.info.run_id, "job-smoke-seeds")}
-        assert {"job-smoke-seeds/comparison.md", "job-smoke-seeds/trials.csv"} <= artifacts
+        assert {r.data.tags["adaptnet.sweep"] for r in children} == {parent.data.tags["adaptnet.sweep"]} == {"job-smoke"}
+        artifacts = {a.path for a in client(server.uri).list_artifacts(parent.info.run_id, "job-smoke")}
+        assert {"job-smoke/comparison.md", "job-smoke/trials.csv"} <= artifacts
         _assert_comparison_readable_in_the_ui(server.uri, parent, tmp_path / "downloaded")
     finally:
         server.stop()
@@ -77,7 +78,7 @@ def _assert_comparison_readable_in_the_ui(uri: str, parent, folder: Path) -> Non
     for path in markdown:
         assert assert_markdown_tables(path.read_text()) >= 1, path
     metrics = tracker.get_run(parent.info.run_id).data.metrics
-    rows = list(csv.DictReader((local / "job-smoke-seeds" / "comparison.csv").open()))
+    rows = list(csv.DictReader((local / "job-smoke" / "comparison.csv").open()))
     exits = [r for r in rows if r["metric"].startswith("exit")]
     assert exits
     for row in exits:
@@ -86,7 +87,7 @@ def _assert_comparison_readable_in_the_ui(uri: str, parent, folder: Path) -> Non
         if row["diff_vs_baseline"]:
             assert metrics[f"{prefix}/delta"] == pytest.approx(float(row["diff_vs_baseline"]))
     assert "paired seeds" in tracker.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
-    registered = tracker.get_registered_model("adaptnet-job-smoke-seeds")
+    registered = tracker.get_registered_model("adaptnet-job-smoke")
     assert set(registered.aliases) == {"baseline", "ge", "imta"}  # each arm's typical seed, no best across arms
     experiment = tracker.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

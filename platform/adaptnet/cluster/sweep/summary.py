@@ -54,12 +54,24 @@ def summary_columns(result: SweepResult) -> list[str]:
 
 
 def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[str, str] = (),
-                      top: int = 3) -> Path:
-    """Writes the summary files and logs them to the parent run (under `<sweep name>/`); returns the folder
-    with the files kept for the caller (a temporary copy)."""
+                      top: int = 3) -> None:
+    """Writes the summary files to a temporary folder and logs them to the parent run (under `<sweep name>/`)."""
+    with tempfile.TemporaryDirectory(prefix="adaptnet-summary-") as folder:
+        _write_summary(Path(folder), result, dict(extra_files), top)
+        mlflow = client(tracking_uri)
+        for path in sorted(Path(folder).iterdir()):
+            mlflow.log_artifact(result.parent_run_id, str(path), artifact_path=result.name)
+    best = result.best()
+    if best:
+        mlflow.set_tag(result.parent_run_id, f"adaptnet.best_trial.{result.name}", best.name)
+        for key in [o.metric for o in result.objectives]:
+            if best.metrics.get(key) is not None:
+                mlflow.log_metric(result.parent_run_id, metric_key(f"best/{result.name}/{key}"), float(best.metrics[key]))
+
+
+def _write_summary(folder: Path, result: SweepResult, extra_files: dict[str, str], top: int) -> None:
     from ...metrics.plots import plot_series
 
-    folder = Path(tempfile.mkdtemp(prefix="adaptnet-summary-"))
     rows = trial_rows(result.trials, summary_columns(result))
     write_csv(rows, folder / "trials.csv")
     (folder / "trials.md").write_text(markdown(rows))
@@ -78,14 +90,5 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
         front = trial_rows(result.pareto_front(), list(dict.fromkeys([o.metric for o in result.objectives] + costs)))
         write_csv(front, folder / "pareto_front.csv")
         (folder / "pareto_front.md").write_text(markdown(front))
-    for name, text in dict(extra_files).items():
+    for name, text in extra_files.items():
         (folder / name).write_text(text)
-    mlflow = client(tracking_uri)
-    for path in sorted(folder.iterdir()):
-        mlflow.log_artifact(result.parent_run_id, str(path), artifact_path=result.name)
-    if best:
-        mlflow.set_tag(result.parent_run_id, f"adaptnet.best_trial.{result.name}", best.name)
-        for key in [o.metric for o in result.objectives]:
-            if best.metrics.get(key) is not None:
-                mlflow.log_metric(result.parent_run_id, metric_key(f"best/{result.name}/{key}"), float(best.metrics[key]))
-    return folder

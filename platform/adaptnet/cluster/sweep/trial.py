@@ -19,7 +19,7 @@ from ..run.trainer import Scaling, build_trainer
 from ..tracking.epochs import EpochLogger
 from ..tracking.models import log_trial_model
 from ..tracking.results import SCORE, final_result, final_summary, log_final, score
-from ..tracking.runs import NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, finished_summary, git_commit
+from ..tracking.runs import ARM_TAG, NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, finished_summary, git_commit
 from ..tracking.store import client, find_or_create_run, flatten
 from ..tracking.system import system_metrics
 from .config import SPECIAL_KEYS, trial_config, trial_name, trial_overrides
@@ -69,7 +69,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         tags={PARENT_TAG: ctx.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: ctx.sweep,
               NODE_TAG: ray.get_runtime_context().get_node_id(),
               "adaptnet.technique": cfg.technique, "adaptnet.model": cfg.model.name,
-              **({"adaptnet.arm": str(params["arm"])} if "arm" in params else {})})
+              **({ARM_TAG: str(params["arm"])} if "arm" in params else {})})
     try:
         if ctx.scaling.workers == 1:
             summary = _train_in_trial(cfg, ctx, run_id)
@@ -85,12 +85,12 @@ def finish_trial(cfg: RunConfig, ctx: TrialContext, run_id: str, selected: Path,
                  name: str, params: dict[str, Any]) -> dict[str, float]:
     """The same end for every trial, however many workers trained it: latency on this process's device (when
     asked), the selected checkpoint as a LoggedModel named like the trial's run (its params: the trial's values),
-    the final metrics; returns the last Tune result."""
+    the final metrics (linked to that model); returns the last Tune result."""
     if ctx.latency_batches:
         summary = {**summary, **latency_metrics(selected, ctx.budgets, ctx.latency_batches)}
     swept = {**{k: v for k, v in params.items() if k in SPECIAL_KEYS}, **trial_overrides(params, ctx.arms)}
-    log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit(), name, swept)
-    log_final(ctx.tracking_uri, run_id, cfg, summary)
+    model_id, deployed = log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit(), name, swept)
+    log_final(ctx.tracking_uri, run_id, cfg, summary | deployed, model_id)
     return final_result(summary)
 
 

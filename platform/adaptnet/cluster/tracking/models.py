@@ -4,42 +4,42 @@ linked to its child run as an output, its card's numbers as model metrics), and 
 registered model with aliases (not stages)."""
 from __future__ import annotations
 
+import json
 import re
 import tempfile
-import time
 from pathlib import Path
 
-from .store import client, metric_key
+from .store import client
 
 MODEL_TAG = "adaptnet.model_id"   # on a child run: the LoggedModel of its selected checkpoint
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a LoggedModel: its registered versions (read by the UI)
 
 
 def registered_name(sweep: str) -> str:
     return "adaptnet-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sweep)
 
 
-def _model_metrics(card: dict) -> dict[str, float]:
-    if card["kind"] == "subnet":
-        rows = {r["skip"]: r for r in card["subnets"]}
-        return {f"{split}_top1_{s}": r[f"{split}_top1"] for s, r in rows.items() for split in ("test", "holdout")} \
-            | {f"macs_{s}": r["macs"] for s, r in rows.items()}
+def deployed_metrics(card: dict) -> dict[str, float]:
+    """What the exported model itself achieves, where that differs from the trial's `final/` evaluation: a
+    multi-exit net's operating point at each budget (a real threshold set, chosen on the held-out split), whose
+    test accuracy and cost differ from the budgeted curve's value at that budget (`final/budget<i>_test_top1`).
+    An ADN net exports one sub-network, whose numbers are `final/…_<skip>` already."""
     out = {}
-    for e in card["exits"]:
-        out.update({f"test_top1_exit{e['exit']}": e["test_top1"], f"holdout_top1_exit{e['exit']}": e["holdout_top1"],
-                    f"macs_exit{e['exit']}": e["macs"]})
-    for i, b in enumerate(card["budgets"], 1):
+    for i, b in enumerate(card.get("budgets") or [], 1):
         if b:
-            out.update({f"budget{i}_macs": b["budget"], f"budget{i}_test_top1": b["test_accuracy"],
-                        f"budget{i}_test_cost": b["test_cost"], f"budget{i}_holdout_cost": b["holdout_cost"]})
-    return out
+            out.update({f"final/budget{i}_deployed_test_top1": b["test_accuracy"],
+                        f"final/budget{i}_deployed_test_macs": b["test_cost"],
+                        f"final/budget{i}_deployed_holdout_macs": b["holdout_cost"]})
+    return {k: float(v) for k, v in out.items()}
 
 
 def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, git_commit: str, name: str,
-                    trial_params: dict) -> str:
+                    trial_params: dict) -> tuple[str, dict[str, float]]:
     """The trial's held-out-selected checkpoint as a LoggedModel of its child run, named like the run (the
     checkpoint's stage in a tag), its params the trial's values: multi-exit nets with early exit at the sweep's
-    budgets, ADN nets as their base-net. Returns the model id."""
-    from mlflow.entities import LoggedModelOutput, Metric
+    budgets, ADN nets as their base-net. Returns the model id and its `deployed_metrics` (logged by the caller
+    with the trial's final metrics, all linked to the model)."""
+    from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model
 
     from ...deploy.bundle import build_bundle
@@ -70,11 +70,8 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
         mlflow.log_model_artifacts(logged.model_id, str(local))
     mlflow.finalize_logged_model(logged.model_id, "READY")
     mlflow.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
-    now = int(time.time() * 1000)
-    mlflow.log_batch(run_id, metrics=[Metric(metric_key(f"model/{k}"), float(v), now, 0, model_id=logged.model_id)
-                                      for k, v in _model_metrics(card).items()])
     mlflow.set_tag(run_id, MODEL_TAG, logged.model_id)
-    return logged.model_id
+    return logged.model_id, deployed_metrics(card)
 
 
 def chosen_trials(result) -> list[tuple[str, object, str]]:
@@ -105,6 +102,23 @@ def chosen_trials(result) -> list[tuple[str, object, str]]:
             for i, t in enumerate(front, 1)]
 
 
+def register_logged_model(tracking_uri: str, name: str, model_id: str, run_id: str, description: str, tags: dict):
+    """A version of `name` whose source is the LoggedModel (`models:/<id>`), listed on that model in
+    `mlflow.modelVersions`, so run, logged model and version link to each other in the UI (what
+    `mlflow.register_model` does, for this client's store rather than the global one)."""
+    from ..environ import scoped_environ
+
+    mlflow = client(tracking_uri)
+    # a local SQL registry resolves models:/<id> through the global tracking URI: point it at this store
+    with scoped_environ({"MLFLOW_TRACKING_URI": tracking_uri}):
+        version = mlflow.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+                                              description=description, tags=tags)
+    listed = json.loads(mlflow.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG, "[]"))
+    mlflow.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(
+        listed + [{"name": name, "version": str(version.version)}])})
+    return version
+
+
 def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
     """Registers the `chosen_trials` under `adaptnet-<sweep>` with their aliases, each version's description
     saying why it was chosen; returns {alias: version}. Trials without a LoggedModel are skipped."""
@@ -127,11 +141,8 @@ def register_sweep_models(tracking_uri: str, result) -> dict[str, str]:
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        # the artifact location, not models:/<id>: the registry store would resolve that through the global
-        # tracking URI instead of this client's (and the SQL store keeps no model_id: the tag says which)
-        version = mlflow.create_model_version(name, source=mlflow.get_logged_model(model_id).artifact_location,
-                                              run_id=run.info.run_id, model_id=model_id, description=why,
-                                              tags={"adaptnet.trial": trial.name, MODEL_TAG: model_id})
+        version = register_logged_model(tracking_uri, name, model_id, run.info.run_id, why,
+                                        {"adaptnet.trial": trial.name, MODEL_TAG: model_id})
         mlflow.set_registered_model_alias(name, alias, version.version)
         aliases[alias] = version.version
     if aliases:

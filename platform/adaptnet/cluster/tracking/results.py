@@ -37,9 +37,11 @@ def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str
     return summary_metrics(report)
 
 
-def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float]) -> None:
-    """The trial's final metrics (step 0, the same keys in every arm) and its config; FINISHED. Retried while
-    the tracking server is away (a restart): the same batch again is stored once."""
+def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float],
+              model_id: str | None = None) -> None:
+    """The trial's final metrics (step 0, the same keys in every arm; linked to the LoggedModel `model_id` of
+    the checkpoint they measure) and its config; FINISHED. Retried while the tracking server is away (a
+    restart): the same batch again is stored once."""
     import yaml
     from mlflow.entities import Metric
 
@@ -47,7 +49,7 @@ def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str,
     now = int(time.time() * 1000)
 
     def send():
-        mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        mlflow.log_batch(run_id, metrics=[Metric(k, v, now, 0, model_id=model_id) for k, v in summary.items()])
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "config.yaml"
             path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

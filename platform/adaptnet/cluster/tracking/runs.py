@@ -9,6 +9,7 @@ from pathlib import Path
 from .store import client, find_run, search_exact
 
 TRIAL_TAG, SWEEP_TAG, NODE_TAG = "adaptnet.trial_id", "adaptnet.sweep", "adaptnet.node_id"  # node: where it first ran
+ARM_TAG = "adaptnet.arm"  # a paired comparison's trial: its arm
 PARENT_TAG = "mlflow.parentRunId"
 
 

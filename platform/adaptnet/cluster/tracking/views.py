@@ -129,10 +129,38 @@ def comparison_metrics(rows: list[dict], slugs: dict[str, str]) -> dict[str, flo
     return out
 
 
+VIEW_TAG = "mlflow.sharedViewState."  # + key: an experiment tag holding a runs-table view the UI opens by URL
+
+
+def view_key(sweep: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(sweep.encode()).hexdigest()[:16]
+
+
+def save_arm_view(tracking_uri: str, experiment_id: str, sweep: str, columns: list[str]) -> str:
+    """A saved runs-table view of one sweep: its runs grouped by arm (mean per group) with `columns` (metric
+    keys) shown, stored on the experiment the way the UI's "Share" button stores one. Returns its key, which
+    opens it at `#/experiments/<id>/runs?viewStateShareKey=<key>`."""
+    import json
+
+    from .runs import ARM_TAG, SWEEP_TAG
+
+    key = view_key(sweep)
+    state = {"searchFilter": f"tags.`{SWEEP_TAG}` = '{sweep}'" if "'" not in sweep else "",
+             "orderByKey": "attributes.start_time", "orderByAsc": True,
+             "selectedColumns": [f"tags.`{SWEEP_TAG}`"] + [f"metrics.`{c}`" for c in columns],
+             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": ARM_TAG}]},
+             "runsHiddenMode": "SHOW_ALL", "useGroupedValuesInCharts": True}
+    client(tracking_uri).set_experiment_tag(experiment_id, VIEW_TAG + key, json.dumps(state))
+    return key
+
+
 def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown: str, result, arms: list[str],
-                   slugs: dict[str, str], verdict: str) -> None:
+                   slugs: dict[str, str], verdict: str, columns: list[str] = ()) -> str:
     """comparison.md, comparison.png and accuracy_vs_cost.png at the top level of the parent's artifacts, the
-    comparison as `cmp/...` metrics, and the verdict as the parent run's description."""
+    comparison as `cmp/...` metrics, the verdict as the parent run's description, and a saved view of the
+    children grouped by arm with `columns`; returns that view's key."""
     import time
 
     import matplotlib.pyplot as plt
@@ -149,3 +177,4 @@ def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
         mlflow.log_batch(parent_id, metrics=metrics[start:start + 1000])
     mlflow.set_tag(parent_id, "mlflow.note.content", verdict)
+    return save_arm_view(tracking_uri, mlflow.get_run(parent_id).info.experiment_id, result.name, list(columns))
