@@ -24,6 +24,8 @@ from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 W = ["--workers", "2"]
+# 280 bytes of YAML whose aliases expand to 9^9 strings: rendering it whole would take gigabytes
+BOMB = "[" + ",".join(f"&{a} [{','.join([f'*{p}' if p else 'x'] * 9)}]" for p, a in zip(["", *"abcdefgh"], "abcdefghi")) + "]"
 CASES = [
     # adaptnet train: overrides and config files
     ("override-yaml-bracket", ["adaptnet", "train", "cifar10-smoke", "train.epochs=["], "train.epochs"),
@@ -52,6 +54,22 @@ CASES = [
     ("config-missing", ["adaptnet", "train", "no-such-config.yaml"], "config"),
     ("config-not-yaml", ["adaptnet", "train", "{badyaml}"], "config"),
     ("config-a-list", ["adaptnet", "train", "{listyaml}"], "config"),
+    # inputs that could hang or exhaust memory (also run as processes within time and memory bounds)
+    ("model-blocks-huge", ["adaptnet", "train", "cifar10-smoke", "model.args.n_blocks=100000"], "model.args.n_blocks"),
+    ("model-blocks-huge-dry-run", ["adaptnet", "train", "cifar10-smoke", "model.args.n_blocks=100000", "--dry-run"],
+     "model.args.n_blocks"),
+    ("model-depths-long-list", ["adaptnet", "train", "cifar10-resnet56-adn", f"model.args.depths={[9] * 10000}"],
+     "model.args.depths"),
+    ("yaml-alias-bomb", ["adaptnet", "train", "cifar10-smoke", f"name={BOMB}"], "name"),
+    ("yaml-alias-bomb-file", ["adaptnet", "train", "{bombyaml}"], "config"),
+    ("name-huge", ["adaptnet", "train", "cifar10-smoke", "name=" + "x" * 100_000], "name"),
+    ("sweep-set-alias-bomb", ["sweeps/exit_weights.py", "--set", f"name={BOMB}"], "name"),
+    ("adn-nothing-skippable", ["adaptnet", "train", "cifar10-resnet56-adn", "model.args.n_mandatory=[9,9,9]"],
+     "model.args.n_mandatory"),
+    ("export-budget-nan", ["adaptnet", "export", "{ckpt:good}", "--budget", "nan", "--out", "x"], "--budget"),
+    ("export-budget-inf", ["adaptnet", "export", "{ckpt:good}", "--budget", "20e6,inf", "--out", "x"], "--budget"),
+    ("data-odd-size", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:oddsize}", "data.holdout=1"],
+     "data.dataset"),
     # names
     ("name-dotdot", ["adaptnet", "train", "cifar10-smoke", "name=.."], "name"),
     ("name-dot", ["adaptnet", "train", "cifar10-smoke", "name=."], "name"),
@@ -165,6 +183,10 @@ CASES = [
 ]
 SUBPROCESS_CASES = ["override-yaml-bracket", "tracking-down", "costs-input-zero", "eval-stale-config",
                     "sweep-name-quote", "gvb-dataset-missing", "rerun-other-lr-workers"]
+BOUNDED_CASES = ["model-blocks-huge", "model-blocks-huge-dry-run", "model-depths-long-list", "yaml-alias-bomb",
+                 "yaml-alias-bomb-file", "name-huge", "sweep-set-alias-bomb"]
+BOUNDS = {"seconds": 60, "rss_bytes": 1 << 30}
+MAX_LINE = 600  # characters of an error line (the message is cut at 400, plus the program's prefix and hint)
 
 
 def _tiny_checkpoint(path: Path, tree: dict, model_name: str = "msdnet_cifar_anytime") -> None:
@@ -206,6 +228,7 @@ def workspace(tmp_path_factory, cifar10_spec):
     _bad_datasets(root / "data")
     (root / "bad.yaml").write_text("train: [\n")
     (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "bomb.yaml").write_text(f"name: {BOMB}\n")
     # the tracking store: a run logged by `adaptnet train --workers` under the default storage
     tracking = f"sqlite:///{root / 'mlflow.db'}"
     workers_cfg = cfg.model_copy(update={"output_dir": str(root / "runs")})
@@ -229,13 +252,17 @@ def _bad_datasets(data: Path) -> None:
         jpeg(data / "emptyclass" / split / "a" / "0.jpg")
     (data / "emptyclass" / "train" / "b").mkdir()
     jpeg(data / "nosplit" / "train" / "a" / "0.jpg")
+    for split in ("train", "val"):  # a same-size set with one image of another size
+        for i in range(3):
+            jpeg(data / "oddsize" / split / "a" / f"{i}.jpg")
+    Image.new("RGB", (12, 12), (90, 30, 200)).save(data / "oddsize" / "train" / "a" / "odd.jpg")
     write_shards(str(data / "good"), str(data / "noindex"), shard_size=1)
     (data / "noindex" / "index.json").unlink()
 
 
 def _argv(case_argv: list[str], root: Path, closed: int) -> list[str]:
     subs = {"{closed}": str(closed), "{file}": str(root / "notes.txt"), "{badyaml}": str(root / "bad.yaml"),
-            "{listyaml}": str(root / "list.yaml"), "{runs}": str(root / "runs")}
+            "{listyaml}": str(root / "list.yaml"), "{runs}": str(root / "runs"), "{bombyaml}": str(root / "bomb.yaml")}
     out = []
     for arg in case_argv:
         for key, value in subs.items():
@@ -270,6 +297,7 @@ def _check(case_id: str, code, stderr: str, field: str, root: Path, before: str,
     lines = stderr.strip().splitlines()
     assert code == 2, f"{case_id}: exit {code}, stderr {stderr[-2000:]}"
     assert len(lines) == 1, f"{case_id}: {len(lines)} lines: {stderr[-2000:]}"
+    assert len(lines[0]) <= MAX_LINE, f"{case_id}: a line of {len(lines[0])} characters"
     assert field in lines[0] and "Traceback" not in stderr, f"{case_id}: {lines[0]}"
     assert ": error: " in lines[0], lines[0]
     assert not any(ray_tmp.iterdir()), f"{case_id}: a Ray session was created: {list(ray_tmp.iterdir())}"
@@ -337,6 +365,38 @@ def test_bad_input_as_real_processes(workspace, isolated, tmp_path):
         except (OSError, IndexError, ValueError):
             continue
         assert sid not in {p.pid for p, _ in procs.values()}, f"process {proc.name} left behind"
+
+
+def test_inputs_that_could_hang_or_exhaust_memory_stop_within_bounds(workspace, isolated, tmp_path):
+    """Each as a process of its own: one line, exit 2, within 60 s and 1 GB of peak memory (its whole run,
+    Python and torch included); one that runs longer is killed and fails the test."""
+    import signal
+    import time
+
+    table = {c[0]: c for c in CASES}
+    env = {**os.environ, "TMPDIR": str(isolated), "PYTHONPATH": str(REPO / "platform")}
+    before = _tree_hash(workspace)
+    for case_id in BOUNDED_CASES:
+        _, argv, field = table[case_id]
+        argv = _argv(argv, workspace, free_port())
+        command = ([sys.executable, "-m", "adaptnet.cli", *argv[1:]] if argv[0] == "adaptnet"
+                   else [sys.executable, str(REPO / argv[0]), *argv[1:]])
+        started, err_file = time.monotonic(), tmp_path / f"{case_id}.err"
+        with err_file.open("w") as err:  # a file, not a pipe: a huge message cannot block the process
+            proc = subprocess.Popen(command, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+        pid = 0
+        while not pid:  # wait4 reports this child's own peak memory
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if not pid and time.monotonic() - started > BOUNDS["seconds"]:
+                os.killpg(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+                pytest.fail(f"{case_id}: still running after {BOUNDS['seconds']} s")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+        rss = usage.ru_maxrss * 1024  # Linux: kilobytes
+        assert rss < BOUNDS["rss_bytes"], f"{case_id}: peak {rss / 2**20:.0f} MiB"
+        _check(case_id, proc.returncode, err_file.read_text(), field, workspace, before, isolated)
 
 
 def test_corpus_is_large_and_every_case_names_its_field():

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from .messages import one_line
+
 
 def _costs(args) -> int:
     from .metrics.costs import costs_report
@@ -207,7 +209,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Bad flags are one line on stderr (`adaptnet: error: ...`, exit 2), not the usage block."""
 
     def error(self, message: str):
-        self.exit(2, f"adaptnet: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+        self.exit(2, f"adaptnet: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -265,7 +267,7 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="an MLflow pyfunc model: early exit at a budget, or one ADN sub-network")
     x.add_argument("checkpoint", metavar="CHECKPOINT")
     what = x.add_mutually_exclusive_group(required=True)
-    what.add_argument("--budget", type=lambda s: [float(b) for b in s.split(",")],
+    what.add_argument("--budget", type=_budgets,
                       help="multi-exit nets: MACs per image, comma-separated; the first is a request's default")
     what.add_argument("--skip", help="ADN nets: the sub-network, one letter per stage (T = skipped), e.g. TTFF")
     x.add_argument("--out", required=True, help="the model folder to create (must not exist or be empty)")
@@ -291,11 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"adaptnet: error: {one_line(err)}", file=sys.stderr)
         return 2
-
-
-def one_line(err: BaseException) -> str:
-    """An error message as one line, whatever the raiser wrote."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -92,8 +92,9 @@ def transform_kind(data_cfg, info: DatasetInfo) -> str:
 
 
 def _side(info: DatasetInfo) -> int:
-    biggest = info.sizes.get("train", {}).get("max")
-    return int(biggest.split("×")[0]) if biggest else 224
+    """The training images' usual width (the sampled median: an odd image does not move it)."""
+    usual = info.sizes.get("train", {}).get("median")
+    return int(usual.split("×")[0]) if usual else 224
 
 
 def _normalization(kind: str, classes: list[str], side: int, compute) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -157,7 +158,7 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
     kind = transform_kind(data_cfg, info)
 
     def computed():  # a sample of training images through the eval transform, scaled to [0, 1]
-        plain = eval_transform(kind, data_cfg.augment, (0.0,) * 3, (1.0,) * 3)
+        plain = eval_transform(kind, data_cfg.augment, (0.0,) * 3, (1.0,) * 3, side)
         refs, _ = listing.splits["train"]
         picks = torch.linspace(0, len(refs) - 1, min(256, len(refs))).long().tolist()
         from .decode import decode_rgb
@@ -180,7 +181,7 @@ def _streaming(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, w
     reader, listing, kind, mean, std, side = streaming_plan(data_cfg)
     split = make_split(listing.count("train"), data_cfg, saved_split)
     train_tf = train_transform(kind, data_cfg.augment, mean, std, side)
-    eval_tf = eval_transform(kind, data_cfg.augment, mean, std)
+    eval_tf = eval_transform(kind, data_cfg.augment, mean, std, side)
     holdout_tf = train_tf if data_cfg.holdout_transform == "train" else eval_tf
 
     def batches(split_name: str, idx: torch.Tensor, transform, train_mode: bool, bs: int) -> StreamingBatches:

@@ -71,7 +71,10 @@ class ImageFiles(Dataset):
             return str(err)
         with torch.random.fork_rng(devices=[]):  # the training process's own RNG stays untouched
             torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
-            return self.transform(image), int(self.labels[i]), i
+            try:
+                return self.transform(image), int(self.labels[i]), i
+            except DataError as err:  # an image the transform cannot take (SameSize)
+                return f"{self.refs[i]}: {err}"
 
 
 def _collate(items: list):

@@ -16,7 +16,24 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from .errors import DataError
+
 INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+class SameSize:
+    """The cifar transform keeps each image's size, so an image of another size would reach the model:
+    it is a bad image instead (skipped and counted, or fatal with data.bad_images: fail)."""
+
+    def __init__(self, side: int):
+        self.side = side
+
+    def __call__(self, image):
+        h, w = v2.functional.get_size(image)
+        if (h, w) != (self.side, self.side):
+            raise DataError(f"{w}×{h} pixels in a set of {self.side}×{self.side} images (the cifar transform keeps "
+                            "sizes; data.transform: imagenet resizes)")
+        return image
 
 
 def _float(mean, std) -> list:
@@ -35,7 +52,7 @@ def normalize_batch(images: torch.Tensor, mean, std) -> torch.Tensor:
 def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.Compose:
     interpolation = INTERPOLATION[augment.interpolation]
     if kind == "cifar":
-        steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
+        steps = [SameSize(image_size), v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
     else:
         steps = [v2.RandomResizedCrop(augment.train_crop, interpolation=interpolation, antialias=True),
                  v2.RandomHorizontalFlip()]
@@ -48,9 +65,10 @@ def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.C
     return v2.Compose(steps + [v2.ToImage()])
 
 
-def eval_transform(kind: str, augment, mean, std) -> v2.Compose:
+def eval_transform(kind: str, augment, mean, std, image_size: int | None = None) -> v2.Compose:
+    """`image_size`: the cifar transform's one image size, checked when given."""
     if kind == "cifar":
-        return v2.Compose([v2.ToImage()])
+        return v2.Compose(([SameSize(image_size)] if image_size else []) + [v2.ToImage()])
     interpolation = INTERPOLATION[augment.interpolation]
     return v2.Compose([v2.Resize(augment.eval_resize, interpolation=interpolation, antialias=True),
                        v2.CenterCrop(augment.eval_crop), v2.ToImage()])

@@ -17,7 +17,26 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
                       field_validator)
 
 from ..data.resolve import resolve_dataset_spec
-from ..models import MultiExitNet, SkippableDepthNet, create_model, list_models, model_entry
+from ..messages import one_line, shown
+from ..models import MultiExitNet, SkippableDepthNet, check_model_args, create_model, list_models, model_entry
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config has no use for them, and a few nested aliases expand into
+    gigabytes (a "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases (*name) are not accepted in configs")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str):
+    if len(text) > MAX_CONFIG_BYTES:
+        raise yaml.YAMLError(f"larger than {MAX_CONFIG_BYTES} bytes")
+    return yaml.load(text, Loader=_NoAliases)
 
 
 class ConfigError(ValueError):
@@ -229,8 +248,8 @@ def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
-    shown = "" if first["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-    return f"{where}: {first['msg'].removeprefix('Value error, ')}{shown}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
+    quoted = "" if first["type"] in ("missing",) or isinstance(got, dict) else f" (got {shown(got)})"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}{quoted}" + (f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else "")
 
 
 OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -259,7 +278,7 @@ def read_yaml(path_or_preset: str) -> dict:
     else:
         raise ConfigError(f"config: {path_or_preset!r} is neither a file nor a preset ({', '.join(preset_names())})")
     try:
-        tree = yaml.safe_load(text) or {}
+        tree = parse_yaml(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config: {path_or_preset} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(tree, dict):
@@ -276,9 +295,10 @@ def build_config(tree: dict, overrides: list[str] = ()) -> RunConfig:
         if not sep or not OVERRIDE_KEY.fullmatch(key):
             raise ConfigError(f"override {item!r}: expected section.key=value")
         try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"{key}: {value!r} is not a valid YAML value (quote strings, close brackets)") from None
+            parsed = parse_yaml(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: {shown(value)} is not a valid YAML value (quote strings, close brackets; "
+                              f"{one_line(err, 80)})") from None
         _set_dotted(tree, key, parsed)
     try:
         cfg = RunConfig.model_validate(tree)
@@ -303,11 +323,13 @@ def check_against_model(cfg: RunConfig) -> None:
     if cfg.model.ge_scope and "ge_scope" not in accepted:
         raise ConfigError(f"model.ge_scope: {cfg.model.name} has no exits to equalise")
     try:
+        check_model_args(cfg.model.name, cfg.model.args)  # declared ranges first: nothing huge gets built
         with torch.device("meta"):
             ge = {"ge_scope": cfg.model.ge_scope} if cfg.model.ge_scope else {}
             model = create_model(cfg.model.name, **ge, **cfg.model.args)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"model.args: {err}") from None
+        named = str(err).partition(":")[0]
+        raise ConfigError(f"model.args.{err}" if named in cfg.model.args else f"model.args: {err}") from None
     if cfg.technique == "imta_stage2" and not cfg.imta.stage1_checkpoint:
         raise ConfigError("imta.stage1_checkpoint: required when technique is imta_stage2")
     family = MultiExitNet if cfg.technique != "adn_distill" else SkippableDepthNet

@@ -28,17 +28,46 @@ class RunRecordError(ConfigError):
     """A run directory (or tracking run) that already holds a different run."""
 
 
-def check_dataset(spec: str, field: str = "data.dataset", cache_dir: str | None = None) -> None:
+def check_dataset(spec: str, field: str = "data.dataset", cache_dir: str | None = None):
     """The dataset is reachable (a shipped name, an existing local path, or a well-formed s3:// spec) and
-    well-formed: its listing and a few image headers are read (`adaptnet data inspect`), nothing is decoded."""
+    well-formed: its listing and a few image headers are read (`adaptnet data inspect`), nothing is decoded.
+    Returns what was inspected (None for the shipped names)."""
     if spec.lower() in ("cifar10", "cifar100"):
-        return
+        return None
     _check_spec(spec, field)
     try:
-        inspect_dataset(spec, cache_dir)
+        return inspect_dataset(spec, cache_dir)
     except DataError as err:
         message = str(err)
         raise DataError(message.replace("data.dataset:", f"{field}:", 1) if field != "data.dataset" else message) from None
+
+
+def check_input_size(cfg: RunConfig, info, loader: str) -> int:
+    """The model runs on the images the loader will hand it (a forward pass on the 'meta' device: shapes only,
+    nothing computed); returns their side."""
+    import torch
+
+    from ..data import _side, transform_kind
+    from ..data.transforms import eval_size
+    from ..models import create_model
+
+    kind = "cifar" if loader == "memory" else transform_kind(cfg.data, info)
+    size = eval_size(kind, cfg.data.augment, _side(info))
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model.name, num_classes=len(info.classes) or None, **cfg.model.args)(
+                torch.zeros(1, 3, size, size))
+    except RuntimeError as err:  # e.g. a CIFAR network on 224-pixel crops, or the reverse
+        why = str(err).splitlines()[0]
+        if not info.one_size and cfg.data.transform == "auto":
+            s = info.sizes.get("train", {})
+            raise DataError(f"data.dataset: {info.spec!r} holds images of several sizes ({s.get('min')} to "
+                            f"{s.get('max')} sampled), so data.transform auto crops {size}×{size}, which "
+                            f"{cfg.model.name} cannot run on ({why}); data.transform: cifar skips the odd "
+                            "images") from None
+        raise ConfigError(f"data.augment.eval_crop: {cfg.model.name} cannot run on {size}×{size} images "
+                          f"({why})") from None
+    return size
 
 
 def _check_spec(spec: str, field: str) -> None:
@@ -172,8 +201,10 @@ def saved_config(path: str | Path) -> tuple[dict, RunConfig]:
 def check_train(cfg: RunConfig, restart: bool = False, workers: int | None = None) -> Path | None:
     """Everything `adaptnet train` can check before it trains (`workers`: on Ray, how many); returns the
     archived run directory, if any."""
-    check_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
-    choose_loader(cfg.data, on_ray=workers is not None)
+    info = check_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
+    loader = choose_loader(cfg.data, on_ray=workers is not None, info=info)
+    if info is not None:
+        check_input_size(cfg, info, loader)
     from .pipeline import stage_configs
 
     for stage in stage_configs(cfg):

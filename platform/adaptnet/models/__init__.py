@@ -1,6 +1,6 @@
-from .registry import create_model, list_models, model_entry, register_model
+from .registry import check_model_args, create_model, list_models, model_entry, register_model
 from .exits import MultiExitNet, scale_grad
 from .skippable import SkippableDepthNet
 from . import mobilenet_adn, msdnet, resnet_adn, swin_adn, vit_adn  # noqa: F401  (register their configs)
 
-__all__ = ["create_model", "list_models", "model_entry", "register_model", "MultiExitNet", "scale_grad", "SkippableDepthNet"]
+__all__ = ["check_model_args", "create_model", "list_models", "model_entry", "register_model", "MultiExitNet", "scale_grad", "SkippableDepthNet"]

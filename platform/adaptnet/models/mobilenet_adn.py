@@ -72,6 +72,8 @@ class InvertedResidualADN(nn.Module):
 
 
 class MobileNetV2ADN(SkippableDepthNet):
+    ARG_LIMITS = {"width_mult": 16, "setting": 1024, "n_mandatory": 64}  # largest size values built here
+
     def __init__(
         self,
         num_classes: int = 1000,

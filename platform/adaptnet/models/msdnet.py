@@ -160,6 +160,10 @@ def kept_scales(layer: int, n_layers: int, n_scales: int, prune: str) -> tuple[i
 
 
 class MSDNet(MultiExitNet):
+    # the largest value of each size argument built here (checked before any build; the papers use ≤ 10 blocks)
+    ARG_LIMITS = {"n_blocks": 64, "base": 64, "step": 64, "n_channels": 1024, "growth_rate": 256, "gr_factor": 16,
+                  "bn_factor": 16}
+
     def __init__(
         self,
         num_classes: int = 10,

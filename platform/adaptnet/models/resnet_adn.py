@@ -75,6 +75,8 @@ class BottleneckADN(_ResidualBlock):
 
 
 class ResNetADN(SkippableDepthNet):
+    ARG_LIMITS = {"depths": 64, "widths": 8192, "n_mandatory": 64}  # largest size values built here
+
     def __init__(
         self,
         num_classes: int = 1000,

@@ -36,8 +36,9 @@ def mandatory_counts(depths: Sequence[int], n_mandatory: int | Sequence[int] | N
     if n_mandatory is None:
         return [default_mandatory(n) for n in depths]
     counts = [n_mandatory] * len(depths) if isinstance(n_mandatory, int) else list(n_mandatory)
-    if len(counts) != len(depths) or any(not 1 <= m <= n for m, n in zip(counts, depths)):
-        raise ValueError(f"n_mandatory: need one count in [1, blocks] per stage for depths {list(depths)}, got {counts}")
+    if len(counts) != len(depths) or any(not 1 <= m < n for m, n in zip(counts, depths)):
+        raise ValueError(f"n_mandatory: need one count in [1, blocks − 1] per stage (every stage keeps a skippable "
+                         f"block) for depths {list(depths)}, got {counts}")
     return counts
 
 

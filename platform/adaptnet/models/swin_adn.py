@@ -62,6 +62,9 @@ class SwinBlockADN(nn.Module):
 
 
 class SwinTransformerADN(SkippableDepthNet):
+    ARG_LIMITS = {"patch_size": 64, "embed_dim": 2048, "depths": 64, "heads": 64, "window_size": 64, "mlp_ratio": 16,
+                  "n_mandatory": 64}  # largest size values built here
+
     def __init__(
         self,
         num_classes: int = 1000,

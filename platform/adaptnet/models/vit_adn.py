@@ -63,6 +63,9 @@ class EncoderBlockADN(nn.Module):
 
 
 class VisionTransformerADN(SkippableDepthNet):
+    ARG_LIMITS = {"image_size": 1024, "patch_size": 256, "dim": 4096, "depth": 96, "heads": 64, "mlp_dim": 16384,
+                  "blocks_per_stage": 96, "skippable_per_stage": 96}  # largest size values built here
+
     def __init__(
         self,
         num_classes: int = 1000,

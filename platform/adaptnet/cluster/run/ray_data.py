@@ -38,12 +38,16 @@ class DecodeTransform:
             ref = tuple(ref) if isinstance(ref, list) else ref
             try:
                 image = decode_rgb(self.reader.read(ref), str(ref))
+                try:
+                    image = self.transform(image)
+                except DataError as err:  # an image the transform cannot take (SameSize)
+                    raise DataError(f"{ref}: {err}") from None
             except DataError as err:
                 if self.bad_images == "fail":
                     raise
                 sys.stderr.write(f"skipped: {err}\n")
                 continue
-            images.append(self.transform(image).numpy())
+            images.append(image.numpy())
             labels.append(int(label))
             ids.append(int(sample))
         if not images:
@@ -58,7 +62,7 @@ def build_datasets(cfg) -> tuple[dict, dict]:
     d = cfg.data
     reader, listing, kind, mean, std, side = streaming_plan(d)
     split = make_split(listing.count("train"), d, None)
-    train_tf, eval_tf = train_transform(kind, d.augment, mean, std, side), eval_transform(kind, d.augment, mean, std)
+    train_tf, eval_tf = train_transform(kind, d.augment, mean, std, side), eval_transform(kind, d.augment, mean, std, side)
 
     def dataset(split_name: str, idx: torch.Tensor, transform, train_mode: bool):
         refs, labels = listing.splits[split_name]

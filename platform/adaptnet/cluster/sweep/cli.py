@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...loop import ConfigError, read_yaml
+from ...messages import one_line
 
 # Data sizes of the search scripts' presets: `smoke` runs in minutes on a CPU, `cpu` on real CIFAR-10 subsets.
 SMOKE_DATA = ("data.train_subset=256", "data.holdout=128", "data.test_subset=256", "train.epochs=1")
@@ -41,7 +42,7 @@ class OneLineErrors(argparse.ArgumentParser):
     """Bad flags are one line (not the whole usage block)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def parser(description: str, presets: dict[str, Preset], default: str) -> argparse.ArgumentParser:
@@ -176,7 +177,7 @@ def main_guard(run) -> int:
     try:
         return run() or 0
     except (ConfigError, DataError, SweepArgumentError) as err:
-        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 
