@@ -40,8 +40,11 @@ def wait_until_up(proc: subprocess.Popen, probe, what: str, log: Path | None = N
             time.sleep(0.3)
 
 
-def http_get(url: str, timeout: float = 2.0) -> None:
-    with urllib.request.urlopen(url, timeout=timeout):
+def http_get(url: str, timeout: float = 2.0, ca: Path | None = None) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(url, timeout=timeout, context=context):
         pass
 
 
@@ -135,9 +138,10 @@ class MlflowServer:
     """`mlflow server` on loopback over a backend store (default: sqlite in `root`), in its own process group."""
 
     def __init__(self, root: Path, artifacts: str, port: int, backend: str | None = None, extra_args=(),
-                 extra_env=None):
-        self.port = port
-        self.uri = f"http://127.0.0.1:{self.port}"
+                 extra_env=None, tls: Path | None = None):
+        """`tls`: a folder with node.crt/node.key and ca.crt (adaptnet.cluster.tls): served over HTTPS."""
+        self.port, self.tls = port, tls
+        self.uri = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.root, self.artifacts = root, artifacts
         self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
         self.extra_args, self.extra_env = list(extra_args), dict(extra_env or {})
@@ -146,13 +150,16 @@ class MlflowServer:
     def start(self):
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env}
         log = self.root / f"mlflow-server-{self.port}.log"
+        tls = ["--uvicorn-opts", f"--ssl-certfile {self.tls / 'node.crt'} --ssl-keyfile {self.tls / 'node.key'}"] \
+            if self.tls else []
         with open(log, "a") as out:
             self.proc = spawn("mlflow server", [
                 str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(self.port),
                 "--workers", "1", "--backend-store-uri", self.backend, "--artifacts-destination", self.artifacts,
-                *self.extra_args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
+                *tls, *self.extra_args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
+        ca = self.tls / "ca.crt" if self.tls else None
         try:
-            wait_until_up(self.proc, lambda: http_get(f"{self.uri}/health"), "mlflow server", log)
+            wait_until_up(self.proc, lambda: http_get(f"{self.uri}/health", ca=ca), "mlflow server", log)
         except BaseException:
             self.stop()
             raise

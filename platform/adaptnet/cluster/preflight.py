@@ -43,7 +43,8 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
             raise ConfigError(f"{field}: {uri!r} names no host")
         _port(parsed, field, uri)
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S,
+                                        context=_tls_context(scheme)):
                 pass
         except urllib.error.HTTPError:
             pass  # the server answered (e.g. 401 before credentials): it is there
@@ -52,6 +53,17 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
             raise ConfigError(f"{field}: no MLflow server answers at {_redacted(uri)} ({reason})") from None
     else:
         raise ConfigError(f"{field}: unsupported tracking URI {_redacted(uri)!r} (use {TRACKING_SCHEMES})")
+
+
+def _tls_context(scheme: str):
+    """https: verified against MLflow's own CA setting (MLFLOW_TRACKING_SERVER_CERT_PATH, as MLflow's client
+    does), else the system's trust store."""
+    if scheme != "https":
+        return None
+    import os
+    import ssl
+
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
 
 
 def _port(parsed, field: str, uri: str) -> None:
