@@ -184,7 +184,8 @@ CASES = [
 SUBPROCESS_CASES = ["override-yaml-bracket", "tracking-down", "costs-input-zero", "eval-stale-config",
                     "sweep-name-quote", "gvb-dataset-missing", "rerun-other-lr-workers"]
 BOUNDED_CASES = ["model-blocks-huge", "model-blocks-huge-dry-run", "model-depths-long-list", "yaml-alias-bomb",
-                 "yaml-alias-bomb-file", "name-huge", "sweep-set-alias-bomb"]
+                 "yaml-alias-bomb-file", "name-huge", "sweep-set-alias-bomb", "adn-nothing-skippable",
+                 "export-budget-nan", "data-odd-size"]
 BOUNDS = {"seconds": 60, "rss_bytes": 1 << 30}
 MAX_LINE = 600  # characters of an error line (the message is cut at 400, plus the program's prefix and hint)
 

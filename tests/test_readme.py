@@ -44,6 +44,8 @@ NOT_HERE = {
     "PATH=.venv/bin:$PATH .venv/bin/mlflow models serve -m model --env-manager local -p 5001": SERVE,
     "curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d '{\"dataframe_split\": "
     "{\"columns\": [\"image\"], \"data\": [[\"<base64 JPEG>\"]]}, \"params\": {\"budget\": 30e6}}'": SERVE,
+    ".venv/bin/python clusters/aws_setup.py --dry-run": "reads clusters/ of the checkout; test_cluster_files.py runs it",
+    ".venv/bin/python clusters/aws_setup.py": "needs AWS; tests/clusters/test_cluster_files.py runs it on moto_server",
     "make demo": "builds .venv and runs the 12-minute demo (make test runs this file)",
     "make test": "is what runs this file",
     ".venv/bin/adaptnet train cifar100-paper --workers 4 --gpus-per-worker 1 --address auto --storage s3://bucket/runs":
