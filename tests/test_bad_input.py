@@ -368,36 +368,48 @@ def test_bad_input_as_real_processes(workspace, isolated, tmp_path):
         assert sid not in {p.pid for p, _ in procs.values()}, f"process {proc.name} left behind"
 
 
-def test_inputs_that_could_hang_or_exhaust_memory_stop_within_bounds(workspace, isolated, tmp_path):
-    """Each as a process of its own: one line, exit 2, within 60 s and 1 GB of peak memory (its whole run,
-    Python and torch included); one that runs longer is killed and fails the test."""
+def _bounded_run(command: list[str], cwd: Path, env: dict, err_path: Path) -> tuple[int | None, int, float]:
+    """(exit code, peak RSS in bytes, seconds) of one process; None when it ran past the bound (then killed)."""
     import signal
     import time
+
+    started = time.monotonic()
+    with err_path.open("w") as err:  # a file, not a pipe: a huge message cannot block the process
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    pid = 0
+    while not pid:  # wait4 reports this child's own peak memory
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if not pid and time.monotonic() - started > BOUNDS["seconds"]:
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            return None, 0, time.monotonic() - started
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return proc.returncode, usage.ru_maxrss * 1024, time.monotonic() - started  # Linux: kilobytes
+
+
+def test_inputs_that_could_hang_or_exhaust_memory_stop_within_bounds(workspace, isolated, tmp_path):
+    """Each as a process of its own (three at a time): one line, exit 2, within 60 s and 1 GB of peak memory
+    (its whole run, Python and torch included); one that runs longer is killed and fails the test."""
+    from concurrent.futures import ThreadPoolExecutor
 
     table = {c[0]: c for c in CASES}
     env = {**os.environ, "TMPDIR": str(isolated), "PYTHONPATH": str(REPO / "platform")}
     before = _tree_hash(workspace)
+    commands = {}
     for case_id in BOUNDED_CASES:
-        _, argv, field = table[case_id]
-        argv = _argv(argv, workspace, free_port())
-        command = ([sys.executable, "-m", "adaptnet.cli", *argv[1:]] if argv[0] == "adaptnet"
-                   else [sys.executable, str(REPO / argv[0]), *argv[1:]])
-        started, err_file = time.monotonic(), tmp_path / f"{case_id}.err"
-        with err_file.open("w") as err:  # a file, not a pipe: a huge message cannot block the process
-            proc = subprocess.Popen(command, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                    start_new_session=True)
-        pid = 0
-        while not pid:  # wait4 reports this child's own peak memory
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if not pid and time.monotonic() - started > BOUNDS["seconds"]:
-                os.killpg(proc.pid, signal.SIGKILL)
-                os.wait4(proc.pid, 0)
-                pytest.fail(f"{case_id}: still running after {BOUNDS['seconds']} s")
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
-        rss = usage.ru_maxrss * 1024  # Linux: kilobytes
+        argv = _argv(table[case_id][1], workspace, free_port())
+        commands[case_id] = ([sys.executable, "-m", "adaptnet.cli", *argv[1:]] if argv[0] == "adaptnet"
+                             else [sys.executable, str(REPO / argv[0]), *argv[1:]])
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runs = {c: pool.submit(_bounded_run, command, workspace, env, tmp_path / f"{c}.err")
+                for c, command in commands.items()}
+    for case_id, future in runs.items():
+        code, rss, seconds = future.result()
+        assert code is not None, f"{case_id}: still running after {seconds:.0f} s"
         assert rss < BOUNDS["rss_bytes"], f"{case_id}: peak {rss / 2**20:.0f} MiB"
-        _check(case_id, proc.returncode, err_file.read_text(), field, workspace, before, isolated)
+        _check(case_id, code, (tmp_path / f"{case_id}.err").read_text(), table[case_id][2], workspace, before, isolated)
 
 
 def test_corpus_is_large_and_every_case_names_its_field():
