@@ -68,6 +68,9 @@ CASES = [
      "model.args.n_mandatory"),
     ("export-budget-nan", ["adaptnet", "export", "{ckpt:good}", "--budget", "nan", "--out", "x"], "--budget"),
     ("export-budget-inf", ["adaptnet", "export", "{ckpt:good}", "--budget", "20e6,inf", "--out", "x"], "--budget"),
+    ("gpus-fractional-ddp", ["adaptnet", "train", "cifar10-smoke", *W, "--gpus-per-worker", "0.5"], "--gpus-per-worker"),
+    ("sweep-gpus-fractional-ddp", ["sweeps/adn_subpaths.py", "--workers", "2", "--gpus-per-worker", "0.5"],
+     "--gpus-per-worker"),
     ("data-odd-size", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:oddsize}", "data.holdout=1"],
      "data.dataset"),
     # names

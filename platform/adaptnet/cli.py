@@ -54,7 +54,7 @@ def _train(args) -> int:
         from .cluster.preflight import check_cluster, check_resources
         from .cluster.tracking.store import resolve_tracking_uri
 
-        check_resources(args.cpus_per_worker, args.gpus_per_worker)
+        check_resources(args.cpus_per_worker, args.gpus_per_worker, workers=args.workers)
         field = "MLFLOW_TRACKING_URI" if not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
         check_cluster(resolve_tracking_uri(args.tracking_uri), field, args.address, args.storage, args.experiment)
     archived = check_train(cfg, restart=args.restart, workers=args.workers)
@@ -237,7 +237,9 @@ def parser() -> argparse.ArgumentParser:
     ray_args = t.add_argument_group("on a Ray cluster (Ray Train; given --workers)")
     ray_args.add_argument("--workers", type=_positive_int, help="Ray Train workers (DDP); omit to train in this process")
     ray_args.add_argument("--cpus-per-worker", type=_finite_float, default=1.0)
-    ray_args.add_argument("--gpus-per-worker", type=_finite_float, default=0.0)
+    ray_args.add_argument("--gpus-per-worker", type=_finite_float, default=None,
+                          help="GPUs per worker (default: 1 on a cluster with GPUs, else 0; whole GPUs with several "
+                               "workers)")
     ray_args.add_argument("--address", help="join this Ray cluster (e.g. auto, 10.0.0.1:6379); default: a local one")
     ray_args.add_argument("--storage", help="checkpoint storage: a folder or s3://bucket/prefix (default ./ray_results)")
     ray_args.add_argument("--max-failures", type=_int_between(-1, 1000), default=2,

@@ -145,3 +145,31 @@ def test_mlflow_down_drill_loses_no_metric(tmp_path, cifar10_spec, ray_cluster, 
     assert [step for step, _ in epochs] == [1, 2, 3, 4]
     _, accuracy = _history(mlflow_server.uri, "down-drill", "mlflow-down", "test/top1_exit5")
     assert [step for step, _ in accuracy] == [1, 2, 3, 4]  # none lost, none twice
+
+
+def test_workers_default_to_one_gpu_each_on_a_cluster_with_gpus_and_to_none_without(tmp_path):
+    """`adaptnet train --workers N` without --gpus-per-worker, on a local Ray declaring 2 logical GPUs (its own
+    process: this module's cluster has none), then on one without: 1 GPU per worker, then 0; a given value wins."""
+    import subprocess
+    import sys
+
+    probe = """
+import ray
+from adaptnet.cluster.run.train import ClusterOptions
+ray.init(address="local", num_cpus=1, num_gpus={gpus}, include_dashboard=False)
+cluster = ray.cluster_resources().get("GPU", 0.0)
+print(ClusterOptions(workers=2).scaling(cluster).gpus_per_worker, ClusterOptions(workers=2, gpus_per_worker=0).scaling(cluster).gpus_per_worker)
+"""
+    import shutil
+    import tempfile
+
+    seen, short = [], tempfile.mkdtemp(prefix="rg-", dir="/tmp")  # Ray's socket paths: at most 107 bytes
+    try:
+        for gpus in (2, 0):
+            done = subprocess.run([sys.executable, "-c", probe.format(gpus=gpus)], capture_output=True, text=True,
+                                  timeout=300, cwd=tmp_path, env={**os.environ, "RAY_TMPDIR": short})
+            assert done.returncode == 0, done.stderr[-2000:]
+            seen.append(done.stdout.split()[-2:])
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert seen == [["1.0", "0"], ["0.0", "0"]]

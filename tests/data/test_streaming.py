@@ -156,3 +156,18 @@ def test_held_out_split_is_drawn_on_the_file_list(tmp_path):
     held = sorted(torch.cat([y for _, y in first.holdout]).tolist())
     assert held == sorted(torch.tensor([0] * 10 + [1] * 10)[first.split["holdout"]].tolist())
     assert json.dumps(sorted(first.split["train"].tolist() + first.split["holdout"].tolist())) == json.dumps(list(range(20)))
+
+
+def test_normalize_batch_equals_per_image_normalize_and_makes_its_stats_once_per_device():
+    from torchvision.transforms import v2
+
+    from adaptnet.data.transforms import _scaled_stats, normalize_batch
+
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    expected = v2.Normalize(mean, std)(images.float() / 255)
+    assert torch.allclose(normalize_batch(images, mean, std), expected, atol=1e-5)
+    made = _scaled_stats.cache_info().misses
+    for _ in range(3):  # every later batch reuses the device's tensors
+        normalize_batch(images, list(mean), list(std))
+    assert _scaled_stats.cache_info().misses == made

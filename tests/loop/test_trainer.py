@@ -57,6 +57,25 @@ def test_resume_gives_the_same_next_epoch_state(tmp_path, cifar10_spec):
     assert resumed.metrics["test/top1_exit5"] == straight.metrics["test/top1_exit5"]
 
 
+def test_a_checkpoint_without_amp_resumes_with_float16_amp_on(tmp_path, cifar10_spec):
+    """A run written on a CPU (or with AMP off) saves an empty GradScaler state; resumed where float16 AMP is on
+    (a GPU node), the enabled scaler starts afresh instead of refusing the checkpoint. A saved state is kept."""
+    from adaptnet.loop.checkpoint import load_checkpoint, restore_scaler
+
+    run = fit(_config(tmp_path, cifar10_spec, "no-amp", "data.train_subset=64", "data.holdout=32",
+                      "data.test_subset=32", "train.batch_size=32", "train.epochs=1", "model.name=msdnet_cifar_budgeted",
+                      "train.amp=true"))  # on a CPU: AMP is off, the scaler disabled
+    saved = load_checkpoint(checkpoint_path(run.run_dir))["scaler"]
+    assert saved == {}
+    scaler = torch.amp.GradScaler("cpu", enabled=True)  # the enabled scaler of a float16 AMP run
+    restore_scaler(scaler, saved)
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu", enabled=True).get_scale()
+    used = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    used.scale(torch.ones(1))  # makes its state
+    restore_scaler(scaler, used.state_dict())
+    assert scaler.get_scale() == 1024.0
+
+
 def test_multistep_schedule_drops_at_half_and_three_quarters():
     cfg = load_config("cifar100-paper")
     factors = {epoch: lr_factor(cfg, epoch * 10, 10) for epoch in (0, 149, 150, 224, 225, 299)}

@@ -113,12 +113,16 @@ def check_experiment(name: str, field: str = "--experiment") -> None:
         raise ConfigError(f"{field}: {name!r} must be a non-empty printable name of at most 200 characters")
 
 
-def check_resources(cpus: float | None, gpus: float | None, fields=("--cpus-per-worker", "--gpus-per-worker")) -> None:
+def check_resources(cpus: float | None, gpus: float | None, fields=("--cpus-per-worker", "--gpus-per-worker"),
+                    workers: int | None = None) -> None:
     for value, field, low in ((cpus, fields[0], "positive"), (gpus, fields[1], "non-negative")):
         if value is None:
             continue
         if not math.isfinite(value) or value < 0 or (low == "positive" and value == 0):
             raise ConfigError(f"{field}: must be a finite {low} number, got {value}")
+    if gpus and workers and workers > 1 and gpus != int(gpus):
+        raise ConfigError(f"{fields[1]}: {gpus:g} GPU per worker with {workers} DDP workers would put two ranks on "
+                          "one GPU, which NCCL refuses (ray-project/ray#48012); give whole GPUs, or one worker")
 
 
 def check_cluster(tracking_uri: str, tracking_field: str, address: str | None = None, storage: str | None = None,

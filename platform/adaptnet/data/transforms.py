@@ -13,6 +13,8 @@ cannot do per sample; the result is the same transform.)
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
@@ -40,12 +42,19 @@ def _float(mean, std) -> list:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
 
 
+@functools.lru_cache(maxsize=16)
+def _scaled_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean·255 and std·255 as (1, C, 1, 1) tensors on `device`, made once per device (no host-to-device copy
+    per batch)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255,
+            torch.tensor(std, device=device).view(1, -1, 1, 1) * 255)
+
+
 def normalize_batch(images: torch.Tensor, mean, std) -> torch.Tensor:
     """A uint8 batch → float, scaled and normalised (on the batch's device); float batches are already."""
     if images.dtype != torch.uint8:
         return images
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
+    m, s = _scaled_stats(tuple(float(v) for v in mean), tuple(float(v) for v in std), images.device)
     return (images.float() - m) / s
 
 

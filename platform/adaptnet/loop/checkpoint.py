@@ -31,6 +31,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict | None) -> None:
+    """A checkpoint's GradScaler state, if it has one: a checkpoint written without float16 AMP (on a CPU, or
+    AMP off) holds an empty state, and an enabled scaler then starts afresh (its default scale) instead of
+    refusing it."""
+    if state or not scaler.is_enabled():
+        scaler.load_state_dict(state or {})
+
+
 def save_checkpoint(path: Path, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

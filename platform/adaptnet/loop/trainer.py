@@ -18,7 +18,7 @@ from ..data import Prepared, prepare_data
 from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, restore_scaler, save_checkpoint
 from .config import RunConfig, micro_batch
 from .ema import build_ema
 from .recipe import BatchMix, clip_gradients, hard_labels
@@ -177,7 +177,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
+        restore_scaler(scaler, resume.get("scaler"))
         if ema:
             ema.load_state_dict(resume.get("model_ema"))
         start_epoch = resume["epoch"] + 1

@@ -5,6 +5,7 @@ The driver validates the config, finds or creates the MLflow run, starts or join
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from .trainer import Scaling, absolute_paths, build_trainer
 class ClusterOptions:
     workers: int = 1
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = None  # None: one GPU per worker on a cluster with GPUs, else none
     address: str | None = None           # None: start a local Ray instance
     storage: str | None = None           # local folder or s3://bucket/prefix; default ./ray_results
     max_failures: int = 2
@@ -28,8 +29,15 @@ class ClusterOptions:
     experiment: str = "adaptnet"
     restart: bool = False                # archive an earlier run of this name (storage and MLflow) first
 
-    def scaling(self) -> Scaling:
-        return Scaling(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+    def scaling(self, cluster_gpus: float = 0.0) -> Scaling:
+        return Scaling(self.workers, self.cpus_per_worker, gpus_per_worker(self.gpus_per_worker, cluster_gpus))
+
+
+def gpus_per_worker(requested: float | None, cluster_gpus: float) -> float:
+    """What the user asked for, else one GPU per worker on a cluster that has GPUs (DDP on NCCL), else none."""
+    if requested is not None:
+        return requested
+    return 1.0 if cluster_gpus >= 1 else 0.0
 
 
 def batch_params(cfg: RunConfig, workers: int) -> dict:
@@ -59,7 +67,11 @@ def train_on_ray(cfg: RunConfig, options: ClusterOptions, handoff=None):
                                 restart=options.restart)
     if not ray.is_initialized():
         ray.init(address=options.address or "local", runtime_env=runtime_env())
-    trainer = build_trainer(cfg, options.scaling(), cfg.name, options.storage, tracking_uri=tracking_uri,
+    scaling = options.scaling(ray.cluster_resources().get("GPU", 0.0))
+    if options.gpus_per_worker is None and scaling.gpus_per_worker:
+        print(f"--gpus-per-worker: {scaling.gpus_per_worker:g} (the cluster has GPUs; --gpus-per-worker 0 trains on "
+              "CPUs)", file=sys.stderr)
+    trainer = build_trainer(cfg, scaling, cfg.name, options.storage, tracking_uri=tracking_uri,
                             run_id=run_id, handoff=handoff, max_failures=options.max_failures)
     try:
         result = trainer.fit()

@@ -111,11 +111,14 @@ def base_tree(args, preset: Preset) -> dict:
 
 
 def resolved(args, preset: Preset) -> dict[str, Any]:
-    """Cluster-side sizes: the flag when given, else the preset's."""
-    return {"workers": args.workers or preset.workers,
-            "cpus_per_worker": args.cpus_per_worker or preset.cpus_per_worker,
-            "gpus_per_worker": preset.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker,
-            "max_concurrent": args.max_concurrent, "storage": args.storage,
+    """Cluster-side sizes: the flag when given, else the preset's (checked: whole GPUs for DDP trials)."""
+    from ..preflight import check_resources
+
+    sizes = {"workers": args.workers or preset.workers,
+             "cpus_per_worker": args.cpus_per_worker or preset.cpus_per_worker,
+             "gpus_per_worker": preset.gpus_per_worker if args.gpus_per_worker is None else args.gpus_per_worker}
+    check_resources(sizes["cpus_per_worker"], sizes["gpus_per_worker"], workers=sizes["workers"])
+    return {**sizes, "max_concurrent": args.max_concurrent, "storage": args.storage,
             "tracking_uri": _absolute_sqlite(args.tracking_uri), "experiment": args.experiment,
             "share_stages": args.share_stages}
 
