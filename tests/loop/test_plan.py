@@ -24,7 +24,12 @@ def test_dry_run_of_imagenet_presets_on_the_imagenet_sample_plans_and_writes_not
         assert f"batch: global {stage.train.batch_size} = 4 workers × {per_worker}" in out
         steps = -(-(-(-900 // 4)) // per_worker)
         assert f"steps: {steps} per epoch, {steps * stage.train.epochs} in total" in out
-    assert f"AMP: {'on' if cfg.train.amp else 'off'}" in out
+    assert f"AMP: {'on (' + cfg.train.amp_dtype if cfg.train.amp else 'off'}" in out
+    on = {True: "on", False: "off"}  # the GPU switches each preset states
+    assert (f"GPU: cudnn.benchmark {on[cfg.train.cudnn_benchmark]}, TF32 {on[cfg.train.tf32]}, channels_last "
+            f"{on[cfg.train.channels_last]}") in out
+    if "imta" in preset or preset == "imagenet-paper":  # the official MSDNet/IMTA runs: full fp32, no TF32
+        assert not cfg.train.amp and not cfg.train.tf32
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -34,7 +39,7 @@ def test_dry_run_of_the_cifar_preset_on_the_cifar_mirror(cifar10_spec, tmp_path,
     out = capsys.readouterr().out
     assert "train: 50000 images" in out and "loader: memory" in out and "RandomCrop(32, padding 4)" in out
     assert "steps: 704 per epoch, 211200 in total" in out  # 45,000 / 64, 300 epochs
-    assert "×0.1 at epochs 150, 225" in out and "AMP: off (fp32)" in out
+    assert "×0.1 at epochs 150, 225" in out and "AMP: off (fp32)" in out and "TF32 off" in out
     assert list(tmp_path.iterdir()) == []
 
 

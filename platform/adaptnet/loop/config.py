@@ -159,8 +159,13 @@ class TrainConfig(Strict):
     amp: bool = Field(False, description="mixed precision when on CUDA (ignored on CPU); presets state it: "
                       "MSDNet/IMTA official runs are fp32, ADN per its recipe table")
     amp_dtype: Literal["float16", "bfloat16"] = Field(
-        "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none")
+        "float16", description="float16 uses a GradScaler across all backward passes of a step; bfloat16 needs none "
+        "(a GPU without bfloat16, e.g. V100 or T4, falls back to float16 with one line)")
     channels_last: bool = Field(False, description="NHWC memory format for model and batches (faster convs on GPUs)")
+    tf32: bool = Field(True, description="TF32 for float32 matmuls and convolutions on Ampere and newer GPUs; presets "
+                       "that reproduce the official fp32 runs turn it off")
+    cudnn_benchmark: bool = Field(True, description="cuDNN picks the fastest convolution algorithms for the "
+                                  "run's fixed shapes (CUDA only)")
     compile: bool = Field(False, description="torch.compile the trained model (bench/step.py: when it pays; "
                           "checkpoints and evaluation use the plain module)")
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's choice)")

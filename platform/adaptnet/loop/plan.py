@@ -25,6 +25,10 @@ def _transforms(cfg: RunConfig, kind: str, loader: str) -> str:
             f"eval Resize({a.eval_resize}) + CenterCrop({a.eval_crop}){repeats}")
 
 
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
 def _schedule(cfg: RunConfig) -> str:
     o, epochs = cfg.optim, cfg.train.epochs
     warmup = f"linear warm-up {o.warmup_epochs:g} epochs from ×{o.warmup_factor:g}, then " if o.warmup_epochs else ""
@@ -60,7 +64,9 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False) -> list[s
                   f"  batch: global {t.batch_size} = {workers} workers × {t.batch_size // workers}"
                   + (f" ({t.accumulate_steps} micro-batches of {micro})" if t.accumulate_steps > 1 else ""),
                   f"  steps: {steps} per epoch, {steps * t.epochs} in total",
-                  f"  schedule: {_schedule(stage)}; weight decay {stage.optim.weight_decay:g}", f"  AMP: {amp}"]
+                  f"  schedule: {_schedule(stage)}; weight decay {stage.optim.weight_decay:g}", f"  AMP: {amp}",
+                  f"  GPU: cudnn.benchmark {_on(t.cudnn_benchmark)}, TF32 {_on(t.tf32)}, channels_last "
+                  f"{_on(t.channels_last)}, compile {_on(t.compile)}"]
     model, _ = build_training(stage_configs(cfg)[0], len(info.classes) or model_entry(cfg.model.name).num_classes,
                               load_pretrained=False)
     size = eval_size(kind, cfg.data.augment, side)

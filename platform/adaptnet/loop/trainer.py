@@ -55,6 +55,19 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def gpu_settings(train, device: torch.device) -> torch.dtype:
+    """The run's GPU switches (cuDNN autotuning, TF32) on CUDA; returns the AMP dtype this device can run."""
+    dtype = getattr(torch, train.amp_dtype)
+    if device.type != "cuda":
+        return dtype
+    torch.backends.cudnn.benchmark = train.cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = train.tf32
+    if dtype == torch.bfloat16 and train.amp and not torch.cuda.is_bf16_supported():
+        print("train.amp_dtype: this GPU has no bfloat16; float16 with a GradScaler instead", file=sys.stderr)
+        return torch.float16
+    return dtype
+
+
 def pick_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device: cuda was asked for but no CUDA device is visible")
@@ -147,7 +160,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         torch.set_num_threads(cfg.train.threads)
     device = dist.device or pick_device(cfg.train.device)
     use_amp = cfg.train.amp and device.type == "cuda"
-    amp_dtype = getattr(torch, cfg.train.amp_dtype)
+    amp_dtype = gpu_settings(cfg.train, device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     ckpt_file = checkpoint_path(run_dir)
     resume = dist.resume_state(cfg)
