@@ -419,3 +419,19 @@ def assert_markdown_tables(text: str) -> int:
         assert len(table) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", table[1].strip()), table[:2]
         assert len(set(counts)) == 1, f"cell counts {counts}: {table[0]}"
     return len(tables)
+
+
+def assert_evaluation_equals_one_process(metrics: dict, run_dir: Path) -> None:
+    """The held-out and test metrics a multi-worker run reported for its last epoch (each rank evaluated its
+    shard with rank 0's weights and statistics, the sums all-reduced) equal one process evaluating the whole
+    splits with the last checkpoint."""
+    from adaptnet.loop.evaluate import load_checkpoint_model
+    from adaptnet.loop.trainer import checkpoint_path, evaluate
+
+    _, data, model = load_checkpoint_model(checkpoint_path(run_dir), "cpu")
+    for split in ("holdout", "test"):
+        whole = evaluate(model, getattr(data, split))
+        assert whole
+        for key, value in whole.items():  # counts exactly; loss sums added in another order
+            assert metrics[f"{split}/{key}"] == pytest.approx(value, rel=1e-6 if key.startswith("loss_") else 0,
+                                                              abs=1e-9), key

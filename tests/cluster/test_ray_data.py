@@ -7,6 +7,8 @@ from pathlib import Path
 import boto3
 import torch
 
+from conftest import assert_evaluation_equals_one_process
+
 from adaptnet.cluster.tracking.store import client
 from adaptnet.cluster.run.job import SELECTED_FILE
 from adaptnet.cluster.run.train import ClusterOptions, train_on_ray
@@ -34,6 +36,7 @@ def test_imagenet_sample_through_ray_data_two_workers_global_batch(tmp_path, ima
     assert run.data.params["train.global_batch_size"] == "64" and run.data.params["train.per_worker_batch_size"] == "32"
     split = torch.load(cfg.run_dir / "split.pt", weights_only=True)
     assert len(split["holdout"]) == 100 and len(split["train"]) == 256
+    assert_evaluation_equals_one_process(metrics, cfg.run_dir)  # each rank read its own evaluation shard
 
 
 def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_path, imagenet_tree, ray_cluster):
@@ -59,7 +62,7 @@ def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_pa
 
     cfg = load_config("cifar10-smoke", ["name=ids", f"output_dir={tmp_path}", f"data.dataset={imagenet_tree}",
                                         "data.loader=ray", "data.holdout=0", "data.train_subset=96", *SMALL_IMAGENET])
-    kwargs, meta = trainer_data(cfg)
+    kwargs, meta = trainer_data(cfg, 2)
     TorchTrainer(_ids_per_rank, train_loop_config={"run": cfg.model_dump(), "out": str(tmp_path), "ray_data": meta},
                  scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
                  run_config=ray.train.RunConfig(storage_path=str(tmp_path / "store")), **kwargs).fit()

@@ -8,6 +8,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from conftest import assert_evaluation_equals_one_process
+
 from adaptnet.cluster.tracking.store import client, search_exact
 from adaptnet.cluster.run.train import ClusterOptions, train_on_ray
 from adaptnet.loop import load_config
@@ -106,6 +108,7 @@ def test_s3_drill_two_workers_global_metrics_checkpoints_and_artifacts_in_the_bu
     first = train_on_ray(_config(tmp_path, cifar10_spec, "s3", 1), options)
     # Each of the 2 ranks trains on 64 images; rank 0 reports the all-reduced count over all 128.
     assert first.metrics["train/samples"] == 128
+    assert_evaluation_equals_one_process(first.metrics, tmp_path / "runs" / "s3")  # evaluation shared by the ranks
     run, samples = _history(mlflow_server.uri, "s3-drill", "s3", "train/samples")
     assert samples == [(1, 128.0)] and run.info.status == "FINISHED" and run.data.params["train.epochs"] == "1"
     artifacts = {a.path for a in client(mlflow_server.uri).list_artifacts(run.info.run_id)}

@@ -142,10 +142,11 @@ def _memory(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, worl
                              repeats=data_cfg.augment.repeated_augment if shard else 1)
 
     holdout_aug = data_cfg.holdout_transform == "train"
+    shard = slice(rank, None, world_size)  # evaluation: each rank every world_size-th image, none twice
     return Prepared(
         train=batches(train, split["train"], True, True, batch_size),
-        holdout=batches(train, split["holdout"], holdout_aug, False, eval_batch_size) if len(split["holdout"]) else None,
-        test=batches(test, eval_indices(len(test), data_cfg), False, False, eval_batch_size),
+        holdout=batches(train, split["holdout"][shard], holdout_aug, False, eval_batch_size) if len(split["holdout"]) else None,
+        test=batches(test, eval_indices(len(test), data_cfg)[shard], False, False, eval_batch_size),
         classes=train.classes, split=split, image_size=side, loader="memory", transform="cifar")
 
 
@@ -193,9 +194,10 @@ def _streaming(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, w
                                 workers=data_cfg.workers, prefetch=data_cfg.prefetch, device=device,
                                 bad_images=data_cfg.bad_images, mean=mean, std=std)
 
+    shard = slice(rank, None, world_size)  # evaluation: each rank every world_size-th image, none twice
     return Prepared(
         train=batches("train", split["train"], train_tf, True, batch_size),
-        holdout=batches("train", split["holdout"], holdout_tf, False, eval_batch_size) if len(split["holdout"]) else None,
-        test=batches("test", eval_indices(listing.count("test"), data_cfg), eval_tf, False, eval_batch_size),
+        holdout=batches("train", split["holdout"][shard], holdout_tf, False, eval_batch_size) if len(split["holdout"]) else None,
+        test=batches("test", eval_indices(listing.count("test"), data_cfg)[shard], eval_tf, False, eval_batch_size),
         classes=listing.classes, split=split, image_size=eval_size(kind, data_cfg.augment, side), loader="torch",
         transform=kind)

@@ -35,6 +35,7 @@ class Distributed:
     world_size: int = 1
     wrap_model: Callable[[nn.Module, bool], nn.Module] = lambda model, find_unused_parameters: model
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
+    share_buffers: Callable[[nn.Module], None] = lambda module: None  # rank 0's buffers to every rank
     resume_state: Callable[[RunConfig], dict | None] = lambda cfg: local_resume_state(cfg)
     device: torch.device | None = None  # None: from train.device; Ray gives each worker its own GPU
     make_data: Callable[..., Prepared] | None = None  # None: prepare_data; Ray Data runs bring their own
@@ -112,27 +113,35 @@ def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, outputs: Callable[[torch.Tensor], dict] | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, batches, outputs: Callable[[torch.Tensor], dict] | None = None,
+             all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """Top-1/top-5 accuracy (%) and cross-entropy of each named output, e.g. `top1_exit3` or `top1_base`,
-    over one pass of `batches`. `outputs(images)` gives the named logits (default: `model.named_logits`)."""
+    over one pass of `batches`. `outputs(images)` gives the named logits (default: `model.named_logits`).
+    With `all_reduce_sum`, `batches` is this rank's shard of the split: counts and sums are added over the ranks
+    (one all-reduce), so every rank returns the whole split's metrics."""
     was_training = model.training
     model.eval()
     outputs = outputs or model.named_logits
     sums: dict[str, torch.Tensor] = {}
     n = 0
-    for images, labels in batches:
-        for name, logits in outputs(images).items():
-            logits = logits.float()
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(labels[:, None])
-            row = torch.stack([top5[:, 0].sum(), top5.any(1).sum(),
-                               torch.nn.functional.cross_entropy(logits, labels, reduction="sum")]).double().cpu()
-            sums[name] = sums.get(name, 0) + row
-        n += len(labels)
+    with torch.no_grad():
+        for images, labels in batches:
+            for name, logits in outputs(images).items():
+                logits = logits.float()
+                top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(labels[:, None])
+                row = torch.stack([top5[:, 0].sum(), top5.any(1).sum(),
+                                   torch.nn.functional.cross_entropy(logits, labels, reduction="sum")]).double()
+                sums[name] = sums.get(name, 0) + row  # on the device: no host sync per batch
+            n += len(labels)
     model.train(was_training)
+    local = torch.cat([torch.stack(list(sums.values())).flatten(), torch.tensor([float(n)], dtype=torch.float64,
+                                                                                   device=next(iter(sums.values())).device)])
+    totals = (all_reduce_sum(local) if all_reduce_sum else local).tolist()
+    n = totals[-1]
     metrics = {}
-    for name, (top1, top5, loss) in sums.items():
-        metrics.update({f"top1_{name}": 100 * float(top1) / n, f"top5_{name}": 100 * float(top5) / n,
-                        f"loss_{name}": float(loss) / n})
+    for k, name in enumerate(sums):
+        top1, top5, loss = totals[3 * k: 3 * k + 3]
+        metrics.update({f"top1_{name}": 100 * top1 / n, f"top5_{name}": 100 * top5 / n, f"loss_{name}": loss / n})
     return metrics
 
 
@@ -247,7 +256,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
 
         if per_epoch:
             scheduler.step()
-        # Per-exit train metrics, summed over ranks; held-out and test evaluation on the main process.
+        # Per-exit train metrics, summed over ranks.
         local = torch.cat([torch.stack(list(sums.values())).double(), torch.stack(list(correct.values())).double(),
                            torch.tensor([seen], dtype=torch.float64, device=device)])
         totals = dist.all_reduce_sum(local).tolist()
@@ -261,12 +270,15 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
         if getattr(data.train, "skipped", 0):
             metrics["data/skipped_images"] = data.train.skipped
-        if dist.is_main:
-            for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
-                if batches is None:
-                    continue
-                evaluated = ema.module if ema else model  # the EMA weights are evaluated, selected and saved
-                metrics.update({f"{split_name}/{key}": v for key, v in evaluate(evaluated, batches).items()})
+        # Held-out and test evaluation: each rank its shard of the split, the sums added over ranks.
+        for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
+            if batches is None:
+                continue
+            evaluated = ema.module if ema else model  # the EMA weights are evaluated, selected and saved
+            dist.share_buffers(evaluated)  # every rank evaluates the weights and statistics rank 0 saves
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                found = evaluate(evaluated, batches, all_reduce_sum=dist.all_reduce_sum)
+            metrics.update({f"{split_name}/{key}": v for key, v in found.items()})
         saved = None
         if dist.is_main:
             # One line per epoch (stdout, not print(): Ray Train V2 reroutes print into its logger).

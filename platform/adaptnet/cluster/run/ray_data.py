@@ -55,8 +55,14 @@ class DecodeTransform:
         return {"image": np.stack(images), "label": np.array(labels), "id": np.array(ids)}
 
 
-def build_datasets(cfg) -> tuple[dict, dict]:
-    """(Ray datasets train/holdout/test, what every worker needs to know about them) for one run config."""
+def eval_name(split: str, rank: int) -> str:
+    return f"{split}_rank{rank}"
+
+
+def build_datasets(cfg, workers: int = 1) -> tuple[dict, dict]:
+    """(Ray datasets, what every worker needs to know about them) for one run config: `train` (split across
+    the workers by Ray Train) and, per rank, its shard of the held-out and test splits (every `workers`-th
+    image from the rank's own: evaluation is spread over the workers, no image twice)."""
     import ray.data
 
     d = cfg.data
@@ -76,20 +82,22 @@ def build_datasets(cfg) -> tuple[dict, dict]:
                 ds = ds.random_shuffle(seed=cfg.train.seed)  # reseeded per execution: every epoch a new order
         return ds.map_batches(DecodeTransform(reader, transform, d.bad_images), batch_size=64)
 
-    datasets = {TRAIN: dataset("train", split["train"], train_tf, True),
-                TEST: dataset("test", eval_indices(listing.count("test"), d), eval_tf, False)}
     holdout_tf = train_tf if d.holdout_transform == "train" else eval_tf
-    if len(split["holdout"]):
-        datasets[HOLDOUT] = dataset("train", split["holdout"], holdout_tf, False)
+    evaluated = {TEST: ("test", eval_indices(listing.count("test"), d), eval_tf), HOLDOUT: ("train", split["holdout"], holdout_tf)}
+    datasets, counts = {TRAIN: dataset("train", split["train"], train_tf, True)}, {TRAIN: len(split["train"])}
+    for name, (source, idx, transform) in evaluated.items():
+        for rank in range(workers if len(idx) else 0):
+            shard = idx[rank::workers]
+            datasets[eval_name(name, rank)] = dataset(source, shard, transform, False)
+            counts[eval_name(name, rank)] = len(shard)
+        counts[name] = len(idx)
     meta = {"split": split, "classes": listing.classes, "image_size": eval_size(kind, d.augment, side),
-            "mean": mean, "std": std,
-            "transform": kind, "counts": {TRAIN: len(split["train"]), HOLDOUT: len(split["holdout"]),
-                                          TEST: len(eval_indices(listing.count("test"), d))}}
+            "mean": mean, "std": std, "transform": kind, "counts": counts}
     return datasets, meta
 
 
 class RayBatches:
-    """A worker's batches of one Ray dataset (its train shard, or a whole evaluation split)."""
+    """A worker's batches of one Ray dataset (its train shard, or its rank's shard of an evaluation split)."""
 
     def __init__(self, iterator, rows: int, batch_size: int, device, mean, std, with_ids: bool = False):
         self.iterator, self.rows, self.batch_size, self.device, self.with_ids = iterator, rows, batch_size, device, with_ids
@@ -121,17 +129,18 @@ def worker_data(meta: dict, rank: int, world_size: int, device, with_ids: bool =
         def batches(name: str, bs: int, rows: int):
             return RayBatches(ray.train.get_dataset_shard(name), rows, bs, device, meta["mean"], meta["std"], with_ids)
 
+        holdout, test = eval_name(HOLDOUT, rank), eval_name(TEST, rank)
         return Prepared(
             train=batches(TRAIN, batch_size, counts[TRAIN] // world_size),  # equal split: the remainder is dropped
-            holdout=batches(HOLDOUT, eval_batch_size, counts[HOLDOUT]) if counts[HOLDOUT] else None,
-            test=batches(TEST, eval_batch_size, counts[TEST]), classes=meta["classes"], split=meta["split"],
+            holdout=batches(holdout, eval_batch_size, counts[holdout]) if counts[HOLDOUT] else None,
+            test=batches(test, eval_batch_size, counts[test]), classes=meta["classes"], split=meta["split"],
             image_size=meta["image_size"], loader="ray", transform=meta["transform"])
 
     return make_data
 
 
 def data_config():
-    """Only `train` is split across workers; evaluation splits reach every worker whole."""
+    """Only `train` is split across workers by Ray; each rank reads only its own evaluation datasets."""
     import ray.train
 
     return ray.train.DataConfig(datasets_to_split=[TRAIN])

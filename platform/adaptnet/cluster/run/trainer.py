@@ -34,7 +34,7 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return RunConfig.model_validate(tree)
 
 
-def trainer_data(cfg: RunConfig) -> tuple[dict, dict | None]:
+def trainer_data(cfg: RunConfig, workers: int = 1) -> tuple[dict, dict | None]:
     """(TorchTrainer keyword arguments, the job's Ray Data metadata) for the run's data: Ray Data datasets built
     here on the driver when the loader is `ray`, nothing otherwise (workers load data themselves)."""
     from ...data import choose_loader
@@ -43,7 +43,7 @@ def trainer_data(cfg: RunConfig) -> tuple[dict, dict | None]:
         return {}, None
     from .ray_data import build_datasets, data_config
 
-    datasets, meta = build_datasets(cfg)
+    datasets, meta = build_datasets(cfg, workers)
     return {"datasets": datasets, "dataset_config": data_config()}, meta
 
 
@@ -58,7 +58,7 @@ def build_trainer(cfg: RunConfig, scaling: Scaling, name: str, storage: str | No
     from .worker import worker_loop
 
     cfg = absolute_paths(cfg)
-    data_kwargs, ray_data = trainer_data(cfg)
+    data_kwargs, ray_data = trainer_data(cfg, scaling.workers)
     job = WorkerJob(run=cfg.model_dump(), tracking_uri=tracking_uri, mlflow_run_id=run_id, threads=scaling.threads(),
                     handoff=handoff, ray_data=ray_data, hooks=hooks or RunHooks())
     storage_path, filesystem = storage_target(storage)

@@ -49,6 +49,10 @@ def worker_loop(config: dict) -> None:
         torch_dist.all_reduce(reduced)
         return reduced.cpu()
 
+    def share_buffers(module):
+        for buffer in module.buffers():  # BatchNorm statistics drift apart on each rank between broadcasts
+            torch_dist.broadcast(buffer, src=0)
+
     logger = EpochLogger(job.tracking_uri, run_id, tracking.get("pending")) if rank == 0 else None
     device = ray.train.torch.get_device()
     make_data = None
@@ -56,7 +60,7 @@ def worker_loop(config: dict) -> None:
         from .ray_data import worker_data
 
         make_data = worker_data(job.ray_data, rank, world_size, device)
-    dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum,
+    dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum, share_buffers=share_buffers,
                        resume_state=lambda _: state, device=device, make_data=make_data)
     with node_system_metrics(job.tracking_uri, run_id, ctx):
         fit(cfg, [EpochReporter(rank, logger, run_id, cfg, job.hooks)], dist)
