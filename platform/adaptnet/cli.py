@@ -46,7 +46,8 @@ def _train(args) -> int:
     if args.dry_run:
         from .loop.plan import plan_lines
 
-        print("\n".join(plan_lines(cfg, args.workers or 1, on_ray=args.workers is not None)))
+        print("\n".join(plan_lines(cfg, args.workers or 1, on_ray=args.workers is not None,
+                                    gpu_memory_gb=args.gpu_memory_gb)))
         return 0
     if args.workers is None:
         check_device(cfg.train.device, "train.device")
@@ -232,6 +233,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a YAML file or a preset name (see `adaptnet presets`)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
     t.add_argument("--dry-run", action="store_true", help="validate, inspect the dataset, print the plan; write nothing")
+    t.add_argument("--gpu-memory-gb", type=_finite_float, default=24.0,
+                   help="--dry-run: the GPU memory each worker's micro-batch must fit (default 24: the A10G of "
+                        "clusters/aws.yaml; 80 for an A100/H100 80 GB)")
     t.add_argument("--restart", action="store_true",
                    help="the run directory holds another run: archive it to <name>.archived-<time>, then start anew")
     ray_args = t.add_argument_group("on a Ray cluster (Ray Train; given --workers)")

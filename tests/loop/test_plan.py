@@ -1,4 +1,6 @@
 """`adaptnet train --dry-run` on real data, and the MSDNet/IMTA paper presets against the IMTA brief's recipe table."""
+import re
+
 import pytest
 
 from adaptnet.cli import main
@@ -30,7 +32,28 @@ def test_dry_run_of_imagenet_presets_on_the_imagenet_sample_plans_and_writes_not
             f"{on[cfg.train.channels_last]}") in out
     if "imta" in preset or preset == "imagenet-paper":  # the official MSDNet/IMTA runs: full fp32, no TF32
         assert not cfg.train.amp and not cfg.train.tf32
+    for stage in stage_configs(cfg):  # per GPU: the memory estimate and what a 24 GB GPU needs (the default)
+        assert re.search(rf"\[{stage.name}\] memory per GPU \(estimate at {a.train_crop}×{a.train_crop}\): \d+ MB of "
+                         rf"activations per image .*micro-batch {stage.train.batch_size // 4} → [\d.]+ GB", out), out
+    assert re.search(r"on a 24 GB GPU: (fits|needs train\.accumulate_steps=\d+)", out)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_dry_run_chooses_the_accumulation_a_gpu_needs(imagenet_tree, tmp_path, capsys, monkeypatch):
+    """ViT-b/16 at 256 images per GPU (1024 on 4): too large for a 24 GB A10G, so --dry-run names the fewest
+    micro-batches that fit; an 80 GB GPU takes the whole share; the estimate grows with the micro-batch."""
+    monkeypatch.chdir(tmp_path)
+    found = {}
+    for memory in (24, 80):
+        assert main(["train", "vit-b16-adn-paper", f"data.dataset={imagenet_tree}", "data.holdout=100", "--dry-run",
+                     "--workers", "4", "--gpu-memory-gb", str(memory)]) == 0
+        found[memory] = capsys.readouterr().out
+    needed = re.search(r"on a 24 GB GPU: needs train\.accumulate_steps=(\d+) \(micro-batch (\d+) → ([\d.]+) GB\)",
+                       found[24])
+    assert needed and int(needed.group(1)) > 1 and int(needed.group(1)) * int(needed.group(2)) == 256
+    assert float(needed.group(3)) <= 0.9 * 24
+    whole = float(re.search(r"micro-batch 256 → ([\d.]+) GB", found[80]).group(1))
+    assert 0.9 * 24 < whole <= 0.9 * 80 and "on a 80 GB GPU: fits" in found[80]
 
 
 def test_dry_run_of_the_cifar_preset_on_the_cifar_mirror(cifar10_spec, tmp_path, capsys, monkeypatch):

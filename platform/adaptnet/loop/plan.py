@@ -38,7 +38,34 @@ def _schedule(cfg: RunConfig) -> str:
     return f"{o.name} lr {o.lr:g}: {warmup}×{o.gamma:g} at epochs {drops}"
 
 
-def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False) -> list[str]:
+def memory_lines(cfg: RunConfig, model, train_size: int, workers: int, gpu_memory_gb: float) -> list[str]:
+    """Per-GPU memory of each stage's micro-batch (an estimate from a measured forward), and the
+    `train.accumulate_steps` a GPU of `gpu_memory_gb` needs."""
+    from ..metrics.memory import HEADROOM, gb, memory_plan
+
+    lines = []
+    for stage in stage_configs(cfg):
+        t = stage.train
+        plan = memory_plan(model, train_size, stage.optim.name, t.amp, t.ema)
+        per_worker = t.batch_size // workers
+        micro = per_worker // t.accumulate_steps
+        lines.append(f"[{stage.name}] memory per GPU (estimate at {train_size}×{train_size}): {gb(plan.per_image)} of "
+                     f"activations per image (measured forward{', ×0.6 under AMP' if t.amp else ''}), weights + "
+                     f"gradients + optimizer {gb(plan.static)}; micro-batch {micro} → {gb(plan.at(micro))}")
+        needed = plan.accumulation(per_worker, gpu_memory_gb * 1e9)
+        where = f"on a {gpu_memory_gb:g} GB GPU"
+        if needed is None:
+            lines.append(f"  {where}: not even one image a pass fits ({gb(plan.at(1))}); use a larger GPU")
+        elif needed <= t.accumulate_steps:
+            lines.append(f"  {where}: fits (train.accumulate_steps {t.accumulate_steps}; up to "
+                         f"{HEADROOM:.0%} of the GPU)")
+        else:
+            lines.append(f"  {where}: needs train.accumulate_steps={needed} (micro-batch {per_worker // needed} → "
+                         f"{gb(plan.at(per_worker // needed))}); set it, the global batch stays {t.batch_size}")
+    return lines
+
+
+def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memory_gb: float | None = None) -> list[str]:
     info = inspect_dataset(cfg.data.dataset, cfg.data.cache_dir)
     loader = choose_loader(cfg.data, on_ray=on_ray, info=info)
     side = _side(info)
@@ -80,4 +107,6 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False) -> list[s
     rows = report.get("exits") or report["configs"]
     key = "exit" if "exits" in report else "skip"
     lines.append(f"costs at {size}×{size} (MMACs): " + ", ".join(f"{r[key]} {r['macs'] / 1e6:.1f}" for r in rows))
+    if gpu_memory_gb:
+        lines += memory_lines(cfg, model, side if kind == "cifar" else cfg.data.augment.train_crop, workers, gpu_memory_gb)
     return lines
