@@ -77,3 +77,12 @@ def test_cluster_rooms_are_layered_sweep_run_tracking():
               if room(src) and room(dst) and rank[room(dst)] > rank[room(src)]]
     assert not upward, upward
     assert all(room(m) or m.count(".") < 3 for m in graph if m.startswith("adaptnet.cluster.")), "a module outside the rooms"
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line_and_succeeds():
+    import os
+
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py")],
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines() == [
+        "gpu_check: needs a CUDA GPU (none visible here); nothing measured"], done.stdout + done.stderr
