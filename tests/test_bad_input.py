@@ -371,25 +371,31 @@ def test_bad_input_as_real_processes(workspace, isolated, tmp_path):
         assert sid not in {p.pid for p, _ in procs.values()}, f"process {proc.name} left behind"
 
 
+# Runs argv[2:] and writes its peak RSS (kilobytes) to argv[1]. A small process of its own: a child's peak as
+# the kernel reports it includes the memory of the process it was forked from (here: this one, not pytest).
+PEAK_LAUNCHER = """import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))"""
+
+
 def _bounded_run(command: list[str], cwd: Path, env: dict, err_path: Path) -> tuple[int | None, int, float]:
     """(exit code, peak RSS in bytes, seconds) of one process; None when it ran past the bound (then killed)."""
     import signal
     import time
 
-    started = time.monotonic()
+    started, peak = time.monotonic(), err_path.with_suffix(".rss")
     with err_path.open("w") as err:  # a file, not a pipe: a huge message cannot block the process
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    pid = 0
-    while not pid:  # wait4 reports this child's own peak memory
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if not pid and time.monotonic() - started > BOUNDS["seconds"]:
-            os.killpg(proc.pid, signal.SIGKILL)
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            return None, 0, time.monotonic() - started
-        time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
-    return proc.returncode, usage.ru_maxrss * 1024, time.monotonic() - started  # Linux: kilobytes
+        proc = subprocess.Popen([sys.executable, "-c", PEAK_LAUNCHER, str(peak), *command], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        code = proc.wait(timeout=BOUNDS["seconds"])
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None, 0, time.monotonic() - started
+    return code, int(peak.read_text()) * 1024, time.monotonic() - started  # Linux: kilobytes
 
 
 def test_inputs_that_could_hang_or_exhaust_memory_stop_within_bounds(workspace, isolated, tmp_path):

@@ -78,8 +78,8 @@ class GESpace(Space):
 
 @dataclass(frozen=True)
 class ADNSpace(Space):
-    """ADN sub-path choices: mandatory blocks per stage (in [1, blocks]), skip-aware norms, and the
-    distillation's α, T and top-K."""
+    """ADN sub-path choices: mandatory blocks per stage (in [1, blocks − 1]: every stage keeps a skippable
+    block), skip-aware norms, and the distillation's α, T and top-K."""
     blocks_per_stage: tuple[int, ...]
     alpha: tuple[float, float] = (0.0, 1.0)
     temperature: tuple[float, float] = (1.0, 4.0)
@@ -87,7 +87,7 @@ class ADNSpace(Space):
     skip_aware_norms: tuple[bool, ...] = (True, False)
 
     def __call__(self, trial) -> dict[str, Any]:
-        mandatory = [trial.suggest_int(f"{AUX_PREFIX}mandatory_stage{s + 1}", 1, blocks)
+        mandatory = [trial.suggest_int(f"{AUX_PREFIX}mandatory_stage{s + 1}", 1, blocks - 1)
                      for s, blocks in enumerate(self.blocks_per_stage)]
         trial.suggest_categorical("model.args.skip_aware_norms", list(self.skip_aware_norms))
         trial.suggest_float("adn.alpha", *self.alpha)
