@@ -77,7 +77,7 @@ def main() -> int:
             except OSError:
                 time.sleep(0.5)
         exp = f"{base}/#/experiments/{experiment.experiment_id}"
-        views = {"experiment": exp, "models": f"{exp}/models"}
+        views = {"experiment": f"{exp}?workflowType=machine_learning", "models": f"{exp}/models"}
         if parents:
             parent = parents[0]
             run = f"{exp}/runs/{parent.info.run_id}"
@@ -85,7 +85,7 @@ def main() -> int:
                       "comparison-md": f"{run}/artifacts/comparison.md"}
             sweep = parent.data.tags.get(SWEEP_TAG, "")
             if VIEW_TAG + view_key(sweep) in experiment.tags:
-                views["runs-by-arm"] = f"{exp}/runs?viewStateShareKey={view_key(sweep)}"
+                views["runs-by-arm"] = f"{exp}/runs?workflowType=machine_learning&viewStateShareKey={view_key(sweep)}"
             versions = store.search_model_versions(f"name = '{registered_name(sweep)}'")
             if versions:
                 version = versions[0]

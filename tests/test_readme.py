@@ -180,8 +180,8 @@ def test_sweep_commands_run_offline(fresh, command):
         assert "detectable |Δ|" in done.stdout and "t(0.975, n−1)·s_d/√n" in done.stdout
         assert re.search(r"^(No arm differs from baseline at 95%|Differs from the baseline at 95%)", done.stdout, re.M)
         assert re.search(r"^Detecting 1 point at this spread would take \d+ to \d+ paired seeds|over 1000", done.stdout, re.M)
-        assert re.search(r"then http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?viewStateShareKey=\w+\)", done.stdout), \
-            done.stdout[-500:]  # the runs table in the saved view grouped by arm
+        assert re.search(r"then http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning"
+                         r"&viewStateShareKey=\w+\)", done.stdout), done.stdout[-500:]  # the runs grouped by arm
         assert_quiet(done.stdout + done.stderr)
 
 

@@ -78,6 +78,8 @@ def _assert_comparison_readable_in_the_ui(uri: str, parent, folder: Path) -> Non
     for path in markdown:
         assert assert_markdown_tables(path.read_text()) >= 1, path
     metrics = tracker.get_run(parent.info.run_id).data.metrics
+    assert not any(k.startswith("best/") for k in metrics)  # no best trial across the arms of a comparison
+    assert not (local / "job-smoke" / "best_config.yaml").exists()
     rows = list(csv.DictReader((local / "job-smoke" / "comparison.csv").open()))
     exits = [r for r in rows if r["metric"].startswith("exit")]
     assert exits

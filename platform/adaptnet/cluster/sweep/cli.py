@@ -185,14 +185,14 @@ def main_guard(run) -> int:
 
 
 def mlflow_ui_hint(tracking_uri: str, parent_run_id: str | None = None, view: str | None = None) -> str:
-    """How to open the sweep in the MLflow UI: the experiment's runs table (MLflow 3's UI otherwise opens on its
-    GenAI overview), in the saved `view` when there is one."""
+    """How to open the sweep in the MLflow UI: the experiment's runs table in the UI's model-training mode (MLflow
+    3's UI otherwise opens on its GenAI overview), in the saved `view` when there is one."""
     page = ""
     if parent_run_id:
         from ..tracking.store import client
 
-        page = f"#/experiments/{client(tracking_uri).get_run(parent_run_id).info.experiment_id}/runs"
-        page += f"?viewStateShareKey={view}" if view else ""
+        page = (f"#/experiments/{client(tracking_uri).get_run(parent_run_id).info.experiment_id}/runs"
+                f"?workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else ""))
     if tracking_uri.startswith(("http://", "https://")):
         return f"MLflow UI: {tracking_uri.rstrip('/')}/{page}"
     return (f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}   "

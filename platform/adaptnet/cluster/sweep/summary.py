@@ -53,6 +53,10 @@ def summary_columns(result: SweepResult) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def _paired(result: SweepResult) -> bool:
+    return any("arm" in t.params for t in result.trials)
+
+
 def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[str, str] = (),
                       top: int = 3) -> None:
     """Writes the summary files to a temporary folder and logs them to the parent run (under `<sweep name>/`)."""
@@ -61,7 +65,7 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
         mlflow = client(tracking_uri)
         for path in sorted(Path(folder).iterdir()):
             mlflow.log_artifact(result.parent_run_id, str(path), artifact_path=result.name)
-    best = result.best()
+    best = None if _paired(result) else result.best()  # a paired comparison has no best trial across arms
     if best:
         mlflow.set_tag(result.parent_run_id, f"adaptnet.best_trial.{result.name}", best.name)
         for key in [o.metric for o in result.objectives]:
@@ -75,15 +79,14 @@ def _write_summary(folder: Path, result: SweepResult, extra_files: dict[str, str
     rows = trial_rows(result.trials, summary_columns(result))
     write_csv(rows, folder / "trials.csv")
     (folder / "trials.md").write_text(markdown(rows))
-    best = result.best()
+    best = None if _paired(result) else result.best()
     if best and best.config:
         (folder / "best_config.yaml").write_text(yaml.safe_dump(best.config, sort_keys=False))
     objective = result.objectives[0]
     ranked = sorted((t for t in result.finished() if t.metrics.get(objective.metric) is not None),
                     key=lambda t: t.metrics[objective.metric], reverse=objective.mode == "max")[:top]
     series = {t.name: accuracy_cost_points(t.metrics) for t in ranked}
-    paired = any("arm" in t.params for t in result.trials)  # the parent's per-arm figure is the one to read
-    if any(series.values()) and not paired:
+    if any(series.values()) and not _paired(result):  # a paired comparison's per-arm figure is the one to read
         plot_series(series, f"{result.name}: best {len(series)} trials", folder / "accuracy_vs_cost.png")
     if len(result.objectives) > 1:
         costs = [k for k in summary_columns(result) if k.startswith(("final/macs_", "final/latency_ms_"))]
