@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 
 from ..data import _side, choose_loader, inspect_dataset, transform_kind
-from ..data.transforms import eval_size
 from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training
 from .config import RunConfig, micro_batch
 from .pipeline import stage_configs
+from .preflight import check_input_size
 
 
 def _transforms(cfg: RunConfig, kind: str, loader: str) -> str:
@@ -41,12 +41,12 @@ def _schedule(cfg: RunConfig) -> str:
 def memory_lines(cfg: RunConfig, model, train_size: int, workers: int, gpu_memory_gb: float) -> list[str]:
     """Per-GPU memory of each stage's micro-batch (an estimate from a measured forward), and the
     `train.accumulate_steps` a GPU of `gpu_memory_gb` needs."""
-    from ..metrics.memory import HEADROOM, gb, memory_plan
+    from ..metrics.memory import HEADROOM, MemoryPlan, gb, saved_bytes_per_image, static_bytes
 
-    lines = []
+    lines, per_image = [], saved_bytes_per_image(model, train_size)  # every stage trains this model
     for stage in stage_configs(cfg):
         t = stage.train
-        plan = memory_plan(model, train_size, stage.optim.name, t.amp, t.ema)
+        plan = MemoryPlan(per_image, static_bytes(model, stage.optim.name, t.ema), t.amp)
         per_worker = t.batch_size // workers
         micro = per_worker // t.accumulate_steps
         lines.append(f"[{stage.name}] memory per GPU (estimate at {train_size}×{train_size}): {gb(plan.per_image)} of "
@@ -94,16 +94,10 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memor
                   f"  schedule: {_schedule(stage)}; weight decay {stage.optim.weight_decay:g}", f"  AMP: {amp}",
                   f"  GPU: cudnn.benchmark {_on(t.cudnn_benchmark)}, TF32 {_on(t.tf32)}, channels_last "
                   f"{_on(t.channels_last)}, compile {_on(t.compile)}"]
+    size = check_input_size(cfg, info, loader)  # the model runs on these images (one line naming the field if not)
     model, _ = build_training(stage_configs(cfg)[0], len(info.classes) or model_entry(cfg.model.name).num_classes,
                               load_pretrained=False)
-    size = eval_size(kind, cfg.data.augment, side)
-    try:
-        report = costs_report(cfg.model.name, model, size, model_entry(cfg.model.name).cost_convention)
-    except RuntimeError as err:  # e.g. a CIFAR network on 224-pixel crops, or the reverse
-        from .config import ConfigError
-
-        raise ConfigError(f"data.augment.eval_crop: {cfg.model.name} cannot run on {size}×{size} images "
-                          f"({str(err).splitlines()[0]})") from None
+    report = costs_report(cfg.model.name, model, size, model_entry(cfg.model.name).cost_convention)
     rows = report.get("exits") or report["configs"]
     key = "exit" if "exits" in report else "skip"
     lines.append(f"costs at {size}×{size} (MMACs): " + ", ".join(f"{r[key]} {r['macs'] / 1e6:.1f}" for r in rows))

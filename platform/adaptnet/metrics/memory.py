@@ -52,11 +52,10 @@ class MemoryPlan:
         return None
 
 
-def memory_plan(model: nn.Module, image_size: int, optimizer: str, amp: bool, ema: bool) -> MemoryPlan:
+def static_bytes(model: nn.Module, optimizer: str, ema: bool) -> float:
+    """Weights, gradients, optimizer state (SGD momentum; Adam's two moments) and an EMA copy."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    states = {"sgd": 1, "adamw": 2}.get(optimizer, 2)  # momentum; Adam's two moments
-    static = params * (2 + states + (1 if ema else 0))  # weights + gradients + optimizer state (+ EMA)
-    return MemoryPlan(saved_bytes_per_image(model, image_size), static, amp)
+    return params * (2 + {"sgd": 1, "adamw": 2}.get(optimizer, 2) + (1 if ema else 0))
 
 
 def gb(value: float) -> str:

@@ -60,12 +60,12 @@ def _paired(result: SweepResult) -> bool:
 def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[str, str] = (),
                       top: int = 3) -> None:
     """Writes the summary files to a temporary folder and logs them to the parent run (under `<sweep name>/`)."""
+    best = None if _paired(result) else result.best()  # a paired comparison has no best trial across arms
     with tempfile.TemporaryDirectory(prefix="adaptnet-summary-") as folder:
-        _write_summary(Path(folder), result, dict(extra_files), top)
+        _write_summary(Path(folder), result, best, dict(extra_files), top)
         mlflow = client(tracking_uri)
         for path in sorted(Path(folder).iterdir()):
             mlflow.log_artifact(result.parent_run_id, str(path), artifact_path=result.name)
-    best = None if _paired(result) else result.best()  # a paired comparison has no best trial across arms
     if best:
         mlflow.set_tag(result.parent_run_id, f"adaptnet.best_trial.{result.name}", best.name)
         for key in [o.metric for o in result.objectives]:
@@ -73,13 +73,12 @@ def log_sweep_summary(tracking_uri: str, result: SweepResult, extra_files: dict[
                 mlflow.log_metric(result.parent_run_id, metric_key(f"best/{result.name}/{key}"), float(best.metrics[key]))
 
 
-def _write_summary(folder: Path, result: SweepResult, extra_files: dict[str, str], top: int) -> None:
+def _write_summary(folder: Path, result: SweepResult, best, extra_files: dict[str, str], top: int) -> None:
     from ...metrics.plots import plot_series
 
     rows = trial_rows(result.trials, summary_columns(result))
     write_csv(rows, folder / "trials.csv")
     (folder / "trials.md").write_text(markdown(rows))
-    best = None if _paired(result) else result.best()
     if best and best.config:
         (folder / "best_config.yaml").write_text(yaml.safe_dump(best.config, sort_keys=False))
     objective = result.objectives[0]
