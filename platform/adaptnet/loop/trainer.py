@@ -1,6 +1,7 @@
 """The framework-free training loop. Ray Train workers call `fit` too, passing a `Distributed` and callbacks."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from ..data import Prepared, prepare_data
 from ..metrics.costs import costs_report
 from ..models import model_entry
+from ..techniques.tasks import without_sync
 from .build import build_training
 from .checkpoint import load_checkpoint, restore_scaler, save_checkpoint
 from .config import RunConfig, micro_batch
@@ -232,9 +234,12 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         optimizer.zero_grad(set_to_none=True)
         for step, (images, labels) in enumerate(bar):
             images, labels = mix(images, labels, epoch)  # MixUp/CutMix: one mixed batch for all passes, soft targets
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            steps_now = (step + 1) % accumulate == 0 or step + 1 == len(data.train)  # the cycle's last micro-batch
+            # Earlier micro-batches keep their gradients local: one all-reduce per optimizer step under DDP.
+            with contextlib.nullcontext() if steps_now else without_sync(trained), \
+                    torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = task(trained, images.contiguous(memory_format=memory_format), labels, backward)
-            if (step + 1) % accumulate == 0 or step + 1 == len(data.train):
+            if steps_now:
                 clip_gradients(trained, optimizer, scaler, cfg.train.clip_grad_norm)
                 scaler.step(optimizer)  # one step after all of the task's backward passes (and micro-batches)
                 scaler.update()

@@ -1,8 +1,9 @@
 """ADN super-net → base-net self-distillation (Kang & Lee, NeurIPS 2024; brief §2.1).
 
 One step (the teacher and the student see the same, possibly MixUp/CutMix-mixed, batch and soft targets):
-super forward → α·CE (label-smoothed when asked) → backward (frees the super graph); base forward →
-(1−α)·T²·KL(teacher ‖ student) over the teacher's top-K classes → backward; then one optimizer step.
+super forward → α·CE (label-smoothed when asked) → backward (frees the super graph; under DDP without an
+all-reduce); base forward → (1−α)·T²·KL(teacher ‖ student) over the teacher's top-K classes → backward (one
+all-reduce of both passes' gradients); then one optimizer step.
 Ablations of brief §8: CE on the student instead of KD (`student_loss="ce"`) and a random sub-network
 as the student (`student="random"`); skip-aware norms are switched off at the model (`skip_aware_norms`).
 """
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.skippable import SkippableDepthNet
-from .tasks import Backward, TaskOutput, plain_backward
+from .tasks import Backward, TaskOutput, plain_backward, without_sync
 
 
 def top_k_kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
@@ -50,7 +51,8 @@ class SuperBaseDistillation:
     def __call__(self, model, images: torch.Tensor, labels: torch.Tensor, backward: Backward = plain_backward) -> TaskOutput:
         net: SkippableDepthNet = getattr(model, "module", model)  # DDP wraps; the stage count is the net's
         stages = net.num_stages
-        teacher = model(images, skip=(False,) * stages)
+        with without_sync(model):  # the student's backward all-reduces both passes' gradients at once
+            teacher = model(images, skip=(False,) * stages)
         super_loss = self.alpha * F.cross_entropy(teacher, labels, label_smoothing=self.label_smoothing)
         backward(super_loss)  # frees the super-net graph before the student runs: peak memory ≈ one pass
         student = model(images, skip=self._student_skip(stages))

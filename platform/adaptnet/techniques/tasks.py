@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, Union
 
@@ -36,6 +37,13 @@ class Task(Protocol):
 
 def plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
+
+
+def without_sync(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Around a forward pass that is not the optimizer step's last: under DDP its gradients stay local and are
+    all-reduced with the last pass's (one all-reduce per step; DDP decides this in the forward, so the context
+    holds the forward, the backward may follow outside). A plain module has nothing to sync."""
+    return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
 
 
 def exit_weight_vector(weights: ExitWeights, num_exits: int) -> list[float]:

@@ -1,0 +1,85 @@
+"""One all-reduce per optimizer step under DDP (2 gloo processes, real CIFAR-10): the ADN step's super-net pass
+and the earlier micro-batches of an accumulation cycle keep their gradients local, and the weights after an
+epoch equal those of plain (unwrapped) models whose gradients are averaged over the ranks before each step —
+the definition of data-parallel SGD. (Syncing after every backward, as the loop did before, fails that from the
+second ADN step on: DDP does not support two synced backward passes per step.)"""
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+CASES = {  # name: (preset, overrides); 64 training images, a global batch of 16 → 4 optimizer steps
+    "adn": ("cifar10-resnet56-adn", ["train.accumulate_steps=1"]),
+    "adn-accumulate": ("cifar10-resnet56-adn", ["train.accumulate_steps=2"]),
+    "multi-exit-accumulate": ("cifar10-smoke", ["train.accumulate_steps=4", "model.args={n_blocks: 3, n_channels: 8}"]),
+}
+
+
+def _train(rank: int, port: int, case: str, dataset: str, out: str, reference: bool, results) -> None:
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from adaptnet.loop import fit, load_config
+    from adaptnet.loop import trainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    rounds = []
+
+    def average_gradients(optimizer, args, kwargs):  # the reference: no DDP, gradients averaged by hand
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= 2
+
+    def counted_all_reduce(state, bucket):
+        if bucket.index() == 0:  # every all-reduce round starts with bucket 0
+            rounds.append(1)
+        return default_hooks.allreduce_hook(None, bucket)
+
+    def wrap(model, find_unused_parameters):
+        if reference:
+            register_optimizer_step_pre_hook(average_gradients)
+            return model
+        ddp = DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
+        ddp.register_comm_hook(None, counted_all_reduce)
+        return ddp
+
+    def all_reduce_sum(tensor):
+        dist.all_reduce(tensor)
+        return tensor
+
+    preset, overrides = CASES[case]
+    cfg = load_config(preset, [f"output_dir={out}", f"data.dataset={dataset}", "data.train_subset=64",
+                               "data.holdout=16", "data.test_subset=16", "train.epochs=1", "train.batch_size=16",
+                               "train.progress=false", "train.threads=1", *overrides])
+    distributed = trainer.Distributed(rank, 2, wrap_model=wrap, all_reduce_sum=all_reduce_sum,
+                                      share_buffers=lambda module: [dist.broadcast(b, 0) for b in module.buffers()],
+                                      resume_state=lambda _: None)
+    result = fit(cfg, dist=distributed)
+    if rank == 0:
+        results.put((len(rounds), int(result.metrics["train/steps"]), str(trainer.checkpoint_path(result.run_dir))))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_all_reduce_per_optimizer_step_with_the_gradients_of_one_per_backward(case, tmp_path, cifar10_spec,
+                                                                                   port_factory):
+    spawn = mp.get_context("spawn")
+    found = []
+    for reference in (False, True):
+        results = spawn.Queue()
+        mp.start_processes(_train, args=(port_factory(), case, cifar10_spec, str(tmp_path / str(reference)),
+                                         reference, results), nprocs=2, start_method="spawn")
+        found.append(results.get(timeout=60))
+    (rounds, steps, saved), (_, _, saved_reference) = found
+    print(f"{case}: {rounds} all-reduce rounds for {steps} optimizer steps")
+    assert steps == 4 and rounds == steps
+    weights, expected = (torch.load(path, weights_only=False)["model"] for path in (saved, saved_reference))
+    for name, tensor in expected.items():
+        if "running_" not in name:  # BatchNorm statistics are rank 0's own in both runs, but follow the weights
+            torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
