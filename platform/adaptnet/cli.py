@@ -47,7 +47,8 @@ def _train(args) -> int:
         from .loop.plan import plan_lines
 
         print("\n".join(plan_lines(cfg, args.workers or 1, on_ray=args.workers is not None,
-                                    gpu_memory_gb=args.gpu_memory_gb)))
+                                    gpu_memory_gb=args.gpu_memory_gb,
+                                    cpus_per_rank=int(args.cpus_per_worker) if args.workers else None)))
         return 0
     if args.workers is None:
         check_device(cfg.train.device, "train.device")

@@ -171,3 +171,16 @@ def test_normalize_batch_equals_per_image_normalize_and_makes_its_stats_once_per
     for _ in range(3):  # every later batch reuses the device's tensors
         normalize_batch(images, list(mean), list(std))
     assert _scaled_stats.cache_info().misses == made
+
+
+def test_decode_processes_default_to_the_ranks_cpus_less_one_for_training():
+    from adaptnet.data import MAX_DECODE_WORKERS, decode_workers
+
+    assert [decode_workers(None, cpus) for cpus in (1, 2, 8, 64)] == [0, 1, 7, MAX_DECODE_WORKERS]
+    assert decode_workers(3, 8) == 3 and decode_workers(0, 8) == 0  # a set value is kept
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(5)  # what a Ray worker sets from its reserved CPUs
+        assert decode_workers(None) == 4
+    finally:
+        torch.set_num_threads(threads)

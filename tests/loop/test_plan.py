@@ -41,17 +41,19 @@ def test_dry_run_of_imagenet_presets_on_the_imagenet_sample_plans_and_writes_not
 
 def test_dry_run_chooses_the_accumulation_a_gpu_needs(imagenet_tree, tmp_path, capsys, monkeypatch):
     """ViT-b/16 at 256 images per GPU (1024 on 4): too large for a 24 GB A10G, so --dry-run names the fewest
-    micro-batches that fit; an 80 GB GPU takes the whole share; the estimate grows with the micro-batch."""
+    micro-batches that fit; an 80 GB GPU takes the whole share; the estimate grows with the micro-batch. Each rank
+    decodes with its CPUs less one."""
     monkeypatch.chdir(tmp_path)
     found = {}
     for memory in (24, 80):
-        assert main(["train", "vit-b16-adn-paper", f"data.dataset={imagenet_tree}", "data.holdout=100", "--dry-run",
-                     "--workers", "4", "--gpu-memory-gb", str(memory)]) == 0
+        assert main(["train", "vit-b16-adn-paper", f"data.dataset={imagenet_tree}", "data.holdout=100",
+                     "data.loader=torch", "--dry-run", "--workers", "4", "--cpus-per-worker", "8", "--gpu-memory-gb", str(memory)]) == 0
         found[memory] = capsys.readouterr().out
     needed = re.search(r"on a 24 GB GPU: needs train\.accumulate_steps=(\d+) \(micro-batch (\d+) → ([\d.]+) GB\)",
                        found[24])
     assert needed and int(needed.group(1)) > 1 and int(needed.group(1)) * int(needed.group(2)) == 256
     assert float(needed.group(3)) <= 0.9 * 24
+    assert "loader: torch (7 decode processes per rank" in found[24]
     whole = float(re.search(r"micro-batch 256 → ([\d.]+) GB", found[80]).group(1))
     assert 0.9 * 24 < whole <= 0.9 * 80 and "on a 80 GB GPU: fits" in found[80]
 

@@ -22,6 +22,8 @@ from .sources import ImageTensors, load_splits
 from .streaming import ImageFiles, StreamingBatches, epoch_order
 from .transforms import eval_size, eval_transform, train_transform
 
+MAX_DECODE_WORKERS = 16  # beyond this, more processes per rank mostly add memory (prefetched batches)
+
 __all__ = ["DataError", "DatasetInfo", "ImageTensors", "TensorBatches", "StreamingBatches", "Prepared",
            "prepare_data", "load_splits", "holdout_split", "inspect_dataset", "choose_loader", "make_split",
            "epoch_order", "open_reader"]
@@ -178,6 +180,14 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
     return reader, listing, kind, mean, std, side
 
 
+def decode_workers(setting: int | None, cpus: int | None = None) -> int:
+    """`data.workers`, or one decode process per CPU of this rank less one for training, at most 16. The rank's
+    CPUs default to torch's thread count, which Ray workers and trials set to the CPUs they reserved."""
+    if setting is not None:
+        return setting
+    return max(0, min((cpus or torch.get_num_threads()) - 1, MAX_DECODE_WORKERS))
+
+
 def _streaming(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, world_size, device) -> Prepared:
     reader, listing, kind, mean, std, side = streaming_plan(data_cfg)
     split = make_split(listing.count("train"), data_cfg, saved_split)
@@ -191,7 +201,7 @@ def _streaming(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, w
         return StreamingBatches(files, bs, shuffle=train_mode, seed=seed, rank=rank if train_mode else 0,
                                 world_size=world_size if train_mode else 1,
                                 repeats=data_cfg.augment.repeated_augment if train_mode else 1,
-                                workers=data_cfg.workers, prefetch=data_cfg.prefetch, device=device,
+                                workers=decode_workers(data_cfg.workers), prefetch=data_cfg.prefetch, device=device,
                                 bad_images=data_cfg.bad_images, mean=mean, std=std)
 
     shard = slice(rank, None, world_size)  # evaluation: each rank every world_size-th image, none twice

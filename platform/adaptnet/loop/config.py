@@ -92,7 +92,8 @@ class DataConfig(Strict):
         "auto", description="cifar: pad-4 crop + flip; imagenet: RandomResizedCrop + flip, Resize + CenterCrop; "
         "auto: cifar for 32×32 images, else imagenet")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    workers: int = Field(4, ge=0, description="streaming decode processes per rank (torch loader; 0: in-process)")
+    workers: int | None = Field(None, ge=0, description="streaming decode processes per rank (torch loader; 0: "
+                                "in-process); None: the rank's CPUs less one for training, at most 16")
     prefetch: PositiveInt = Field(2, description="batches each decode process prepares ahead")
     bad_images: Literal["skip", "fail"] = Field(
         "skip", description="an undecodable image in a streaming run: skip it (counted, one stderr line) or fail")

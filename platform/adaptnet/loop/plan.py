@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..data import _side, choose_loader, inspect_dataset, transform_kind
+from ..data import _side, choose_loader, decode_workers, inspect_dataset, transform_kind
 from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training
@@ -65,7 +65,8 @@ def memory_lines(cfg: RunConfig, model, train_size: int, workers: int, gpu_memor
     return lines
 
 
-def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memory_gb: float | None = None) -> list[str]:
+def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memory_gb: float | None = None,
+               cpus_per_rank: int | None = None) -> list[str]:
     info = inspect_dataset(cfg.data.dataset, cfg.data.cache_dir)
     loader = choose_loader(cfg.data, on_ray=on_ray, info=info)
     side = _side(info)
@@ -78,7 +79,8 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memor
     train_images = min(n_train - cfg.data.holdout, cfg.data.train_subset or n_train)
     lines = [info.summary(), f"held-out: {cfg.data.holdout} training images (seed {cfg.data.holdout_seed}); "
              f"training on {train_images}",
-             f"loader: {loader}" + (f" ({cfg.data.workers} decode processes per rank, prefetch {cfg.data.prefetch})"
+             f"loader: {loader}" + (f" ({decode_workers(cfg.data.workers, cpus_per_rank)} decode processes per rank, "
+                                    f"prefetch {cfg.data.prefetch})"
                                     if loader == "torch" else ""),
              f"transforms ({kind}): {_transforms(cfg, kind, loader)}; normalization {cfg.data.normalization}"]
     for stage in stage_configs(cfg):
