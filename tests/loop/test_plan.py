@@ -26,6 +26,7 @@ def test_dry_run_of_imagenet_presets_on_the_imagenet_sample_plans_and_writes_not
         assert f"batch: global {stage.train.batch_size} = 4 workers × {per_worker}" in out
         steps = -(-(-(-900 // 4)) // per_worker)
         assert f"steps: {steps} per epoch, {steps * stage.train.epochs} in total" in out
+        assert f"test split every {stage.train.test_every} epochs and at the last" in out  # 50k images: not every epoch
     assert f"AMP: {'on (' + cfg.train.amp_dtype if cfg.train.amp else 'off'}" in out
     on = {True: "on", False: "off"}  # the GPU switches each preset states
     assert (f"GPU: cudnn.benchmark {on[cfg.train.cudnn_benchmark]}, TF32 {on[cfg.train.tf32]}, channels_last "

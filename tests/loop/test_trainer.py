@@ -57,6 +57,15 @@ def test_resume_gives_the_same_next_epoch_state(tmp_path, cifar10_spec):
     assert resumed.metrics["test/top1_exit5"] == straight.metrics["test/top1_exit5"]
 
 
+def test_the_test_split_is_evaluated_every_test_every_epochs_and_at_the_last(tmp_path, cifar10_spec, capsys):
+    result = fit(_config(tmp_path, cifar10_spec, "sparse", "data.train_subset=64", "data.holdout=32",
+                         "data.test_subset=32", "train.batch_size=32", "train.epochs=3", "train.test_every=2",
+                         "train.threads=1", "model.name=msdnet_cifar_budgeted"))
+    tested = [m["epoch"] for m in result.history if "test/top1_exit5" in m]
+    assert tested == [2, 3] and all("holdout/top1_exit5" in m for m in result.history)
+    assert "epoch 1 | loss" in capsys.readouterr().out  # the epoch line without test numbers
+
+
 def test_a_checkpoint_without_amp_resumes_with_float16_amp_on(tmp_path, cifar10_spec):
     """A run written on a CPU (or with AMP off) saves an empty GradScaler state; resumed where float16 AMP is on
     (a GPU node), the enabled scaler starts afresh instead of refusing the checkpoint. A saved state is kept."""

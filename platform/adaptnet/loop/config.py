@@ -153,6 +153,8 @@ class TrainConfig(Strict):
     accumulate_steps: PositiveInt = Field(1, description="micro-batches per optimizer step (per-worker batch / "
                                           "accumulate_steps at a time); the lr is used as written")
     eval_batch_size: PositiveInt = Field(500, description="per process")
+    test_every: PositiveInt = Field(1, description="evaluate the test split every this many epochs and at the last "
+                                    "(the held-out split, which selects the model, every epoch)")
     exit_weights: Union[Literal["equal", "linear"], list[NonNegativeFloat]] = Field(
         "equal", description="equal (the papers' baseline), linear (k/K), or one weight per exit")
     seed: int = 0

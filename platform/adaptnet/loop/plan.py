@@ -93,6 +93,8 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memor
                   f"  batch: global {t.batch_size} = {workers} workers × {t.batch_size // workers}"
                   + (f" ({t.accumulate_steps} micro-batches of {micro})" if t.accumulate_steps > 1 else ""),
                   f"  steps: {steps} per epoch, {steps * t.epochs} in total",
+                  "  evaluation: held-out split every epoch, test split "
+                  + ("every epoch" if t.test_every == 1 else f"every {t.test_every} epochs and at the last"),
                   f"  schedule: {_schedule(stage)}; weight decay {stage.optim.weight_decay:g}", f"  AMP: {amp}",
                   f"  GPU: cudnn.benchmark {_on(t.cudnn_benchmark)}, TF32 {_on(t.tf32)}, channels_last "
                   f"{_on(t.channels_last)}, compile {_on(t.compile)}"]

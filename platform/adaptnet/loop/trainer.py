@@ -150,7 +150,7 @@ def evaluate(model: nn.Module, batches, outputs: Callable[[torch.Tensor], dict] 
 def epoch_line(metrics: dict[str, float]) -> str:
     """`epoch 3 | loss 4.21 | test top1 exit1 41.2 … | 812 img/s | lr 0.1`: the key numbers on one line."""
     tops = " ".join(f"{k.split('top1_', 1)[1]} {v:.1f}" for k, v in metrics.items() if k.startswith("test/top1_"))
-    return (f"epoch {int(metrics['epoch'])} | loss {metrics['train/loss']:.3f} | test top1 {tops} | "
+    return (f"epoch {int(metrics['epoch'])} | loss {metrics['train/loss']:.3f} | test top1 {tops or '-'} | "
             f"{metrics['train/images_per_s']:.0f} img/s | lr {metrics['lr']:.4g}")
 
 
@@ -275,8 +275,10 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
         metrics.update({f"train/top1_{name}": 100 * c / n_total for name, c in zip(correct, totals[len(sums):])})
         if getattr(data.train, "skipped", 0):
             metrics["data/skipped_images"] = data.train.skipped
-        # Held-out and test evaluation: each rank its shard of the split, the sums added over ranks.
-        for split_name, batches in (("holdout", data.holdout), ("test", data.test)):
+        # Held-out evaluation every epoch (it selects the model), the test split every train.test_every epochs and at
+        # the last; each rank evaluates its shard of the split, the sums added over ranks.
+        test_now = (epoch + 1) % cfg.train.test_every == 0 or epoch + 1 == cfg.train.epochs
+        for split_name, batches in (("holdout", data.holdout), ("test", data.test if test_now else None)):
             if batches is None:
                 continue
             evaluated = ema.module if ema else model  # the EMA weights are evaluated, selected and saved
