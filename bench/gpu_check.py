@@ -8,6 +8,8 @@ exits 0. It prints one table:
             exit code and seconds
   feed      a ResNet50-ADN step fed by the streaming loader (4 decode processes): images/s and the share of
             the time the GPU computes rather than waits for data
+  memory    the memory loader's batches from a GPU-resident uint8 cache equal those of the host cache (pinned
+            copies), and both batch rates
 
   python bench/gpu_check.py [--data ../shared/data/imagenet-sample-1000.tar] [--steps 20]
 """
@@ -180,6 +182,26 @@ def fed_step(tree: Path, steps: int, batch: int) -> tuple[float, float]:
     return images / total, busy / total
 
 
+def memory_loader_check(batches: int = 50, batch: int = 256) -> tuple[bool, float, float]:
+    """(same batches, host-cache batches/s, GPU-cache batches/s) for a CIFAR-size uint8 cache with crop + flip."""
+    import torch
+
+    from adaptnet.data.loader import TensorBatches
+
+    images = torch.randint(0, 256, (batches * batch, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (len(images),))
+    out = []
+    for cache in (images, images.cuda()):
+        loader = TensorBatches(cache, labels, batch, (0.5,) * 3, (0.25,) * 3, augment=True, shuffle=True, device="cuda")
+        sync()
+        started = time.perf_counter()
+        got = [x for x, _ in loader]
+        sync()
+        out.append((got, len(got) / (time.perf_counter() - started)))
+    (host, host_rate), (gpu, gpu_rate) = out
+    return all(torch.equal(a, b) for a, b in zip(host, gpu)), host_rate, gpu_rate
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=SAMPLE)
@@ -195,6 +217,9 @@ def main() -> int:
     for name in ("resnet50_adn", "msdnet_imagenet_step4"):
         for variant, rate in step_rates(name, args.steps, args.batch).items():
             rows.append((f"step {name}", variant, f"{rate:,.0f} img/s"))
+    same, host_rate, gpu_rate = memory_loader_check()
+    rows.append(("memory", "GPU-resident cache = host cache", f"{'equal' if same else 'DIFFERENT'}; "
+                 f"{host_rate:,.0f} vs {gpu_rate:,.0f} batches/s of 256"))
     if args.data.exists():
         for label, rate in decode_rates(jpeg_files(args.data)).items():
             rows.append(("decode", label, f"{rate:,.0f} img/s"))

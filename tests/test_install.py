@@ -86,3 +86,16 @@ def test_gpu_check_without_cuda_says_so_in_one_line_and_succeeds():
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().splitlines() == [
         "gpu_check: needs a CUDA GPU (none visible here); nothing measured"], done.stdout + done.stderr
+
+
+def test_mlflow_can_record_gpu_metrics_where_a_gpu_is():
+    """NVML's bindings are installed, so MLflow's GPU monitor starts on a GPU node; here (no GPU, no driver) it
+    fails to start, which MLflow takes as "no GPU" (system metrics without GPU rows), not as an error."""
+    import pynvml
+    from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
+
+    assert hasattr(pynvml, "nvmlDeviceGetUtilizationRates")
+    try:
+        GPUMonitor()
+    except RuntimeError as err:  # NVML finds no driver
+        assert "skip logging GPU metrics" in str(err)

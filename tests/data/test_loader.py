@@ -61,3 +61,13 @@ def test_normalisation_matches_torchvision():
     x, _ = next(iter(TensorBatches(images, torch.zeros(4, dtype=torch.long), 4, mean, std)))
     expected = v2.Normalize(mean, std)(images.float() / 255)
     torch.testing.assert_close(x, expected)
+
+
+def test_the_uint8_cache_moves_to_a_gpu_only_when_it_takes_a_small_share_of_it():
+    from adaptnet.data.loader import DEVICE_CACHE_SHARE, resident
+
+    cifar_train = torch.zeros(50_000, 3, 32, 32, dtype=torch.uint8)  # 154 MB
+    assert resident(cifar_train, "cpu") is cifar_train  # CPU runs keep the (memory-mapped) cache as it is
+    # an 80 GB GPU would take it (not tried here: no CUDA); a GPU of 1 GB keeps it in host memory (pinned batches)
+    assert resident(cifar_train, "cuda", device_bytes=1 << 30) is cifar_train
+    assert cifar_train.numel() <= DEVICE_CACHE_SHARE * 80e9

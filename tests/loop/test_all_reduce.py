@@ -4,6 +4,7 @@ epoch equal those of plain (unwrapped) models whose gradients are averaged over 
 the definition of data-parallel SGD. (Syncing after every backward, as the loop did before, fails that from the
 second ADN step on: DDP does not support two synced backward passes per step.)"""
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,58 @@ def test_one_all_reduce_per_optimizer_step_with_the_gradients_of_one_per_backwar
     for name, tensor in expected.items():
         if "running_" not in name:  # BatchNorm statistics are rank 0's own in both runs, but follow the weights
             torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _evaluate_shard(rank: int, port: int, path: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from adaptnet.loop.evaluate import evaluate_checkpoint
+    from adaptnet.loop.trainer import Distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+
+    def all_reduce_sum(tensor):
+        dist.all_reduce(tensor)
+        return tensor
+
+    def broadcast_object(obj):
+        shared = [obj]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0]
+
+    where = path if rank == 0 else path + ".on-another-node"  # only rank 0 has the checkpoint
+    seen = []
+    shard = Distributed(rank, 2, all_reduce_sum=lambda t: seen.append(1) or all_reduce_sum(t),
+                        broadcast_object=broadcast_object)
+    report = evaluate_checkpoint(where, [60e6], device="cpu", dist=shard)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"subnets": report["subnets"], "budgets": report["budgets"],
+                                         "all_reduces": len(seen)}))
+    dist.destroy_process_group()
+
+
+def test_sharded_subnetwork_table_equals_one_process(tmp_path, cifar10_spec, port_factory):
+    """The final evaluation of an adaptive-depth net, all 2^S sub-networks on held-out and test images, split over
+    2 ranks (rank 0's checkpoint broadcast, sums all-reduced) gives the one-process table."""
+    import json
+
+    from adaptnet.loop import fit, load_config
+    from adaptnet.loop.evaluate import evaluate_checkpoint
+    from adaptnet.loop.trainer import checkpoint_path
+
+    cfg = load_config("cifar10-resnet56-adn", [f"output_dir={tmp_path}", f"data.dataset={cifar10_spec}",
+                                               "data.train_subset=64", "data.holdout=50", "data.test_subset=51",
+                                               "train.epochs=1", "train.batch_size=32", "train.progress=false"])
+    path = str(checkpoint_path(fit(cfg).run_dir))
+    whole = evaluate_checkpoint(path, [60e6], device="cpu")
+    out = tmp_path / "sharded.json"
+    mp.start_processes(_evaluate_shard, args=(port_factory(), path, str(out)), nprocs=2, start_method="spawn")
+    sharded = json.loads(out.read_text())
+    assert sharded["all_reduces"] == 2  # held-out and test: one each, all 8 sub-networks at once
+    assert len(whole["subnets"]) == 8 and sharded["budgets"] == whole["budgets"]
+    for mine, one in zip(sharded["subnets"], whole["subnets"]):
+        assert mine.pop("skip") == one.pop("skip")
+        assert mine == pytest.approx(one, rel=0, abs=1e-9)

@@ -17,7 +17,7 @@ import torch
 
 from .catalog import DatasetInfo, TORCHVISION_SETS, inspect_dataset, is_archive, open_reader
 from .errors import DataError
-from .loader import CIFAR10_CLASSES, NORMALIZATION, TensorBatches, holdout_split
+from .loader import CIFAR10_CLASSES, NORMALIZATION, TensorBatches, holdout_split, resident
 from .sources import ImageTensors, load_splits
 from .streaming import ImageFiles, StreamingBatches, epoch_order
 from .transforms import eval_size, eval_transform, train_transform
@@ -137,8 +137,10 @@ def _memory(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, worl
     mean, std = _normalization(data_cfg.normalization, train.classes, side, computed)
     split = make_split(len(train), data_cfg, saved_split)
 
+    kept = {id(source): resident(source.images, device) for source in (train, test)}  # each cache once on a GPU
+
     def batches(source: ImageTensors, idx: torch.Tensor, train_mode: bool, shard: bool, bs: int) -> TensorBatches:
-        return TensorBatches(source.images, source.labels, bs, mean, std, augment=train_mode, shuffle=train_mode,
+        return TensorBatches(kept[id(source)], source.labels, bs, mean, std, augment=train_mode, shuffle=train_mode,
                              drop_last=False, seed=seed, rank=rank if shard else 0,
                              world_size=world_size if shard else 1, device=device, indices=idx,
                              repeats=data_cfg.augment.repeated_augment if shard else 1)

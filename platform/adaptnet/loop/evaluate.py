@@ -13,20 +13,26 @@ from ..models import SkippableDepthNet, model_entry
 from ..metrics.adaptive import (accuracy_at_budgets, anytime_accuracy, apply_thresholds, budgeted_curve, calibrate,
                                 choose_point, collect_probs, confidences, curve_area, exit_points, point_as_dict)
 from .build import build_training
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import RunConfig
 from .ema import eval_weights
 from .preflight import saved_config
-from .trainer import evaluate, pick_device
+from .trainer import Distributed, evaluate, pick_device
 
 
-def load_checkpoint_model(path: str | Path, device: str = "auto"):
-    """(config, prepared data, model with the checkpoint's evaluation weights) of a run's checkpoint."""
-    saved, cfg = saved_config(path)
-    dev = pick_device(device)
+def load_checkpoint_model(path: str | Path, device: str = "auto", dist: Distributed | None = None):
+    """(config, prepared data, model with the checkpoint's evaluation weights) of a run's checkpoint. With `dist`,
+    rank 0's checkpoint is shared with every rank and each rank gets its shard of the held-out and test splits."""
+    dist = dist or Distributed()
+    if dist.world_size > 1:  # only rank 0 has the file on a multi-node run
+        path, saved = str(path), dist.broadcast_object(load_checkpoint(path) if dist.is_main else None)
+        cfg = RunConfig.model_validate(saved["config"])
+    else:
+        saved, cfg = saved_config(path)
+    dev = dist.device or pick_device(device)
     data = prepare_data(cfg.data, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed,
-                        saved_split=saved["split"], device=dev,
-                        loader="torch" if cfg.data.loader == "ray" else None)  # one process: no Ray Data
+                        saved_split=saved["split"], rank=dist.rank, world_size=dist.world_size, device=dev,
+                        loader="torch" if cfg.data.loader == "ray" else None)  # no Ray Data here
     model, _ = build_training(cfg, data.num_classes, load_pretrained=False)
     try:
         model.load_state_dict(eval_weights(saved))  # the EMA's weights when the run kept one
@@ -36,16 +42,25 @@ def load_checkpoint_model(path: str | Path, device: str = "auto"):
     return cfg, data, model.to(dev).eval()
 
 
+def shards_evaluation(cfg: RunConfig) -> bool:
+    """Whether the run's final evaluation can be split over ranks: the sub-network table of an adaptive-depth
+    net is accuracy sums (added over ranks); a multi-exit net's thresholds need every image's probabilities."""
+    return issubclass(model_entry(cfg.model.name).builder, SkippableDepthNet)
+
+
 def evaluate_checkpoint(path: str | Path, budgets: list[float] = (), device: str = "auto",
-                        predictions: bool = False) -> dict:
+                        predictions: bool = False, dist: Distributed | None = None) -> dict:
     """The report of `adaptnet evaluate`: per exit and budgeted for multi-exit nets, per sub-network for ADN.
-    `predictions` adds, for multi-exit nets, every test image's class and exit at each budget."""
-    cfg, data, model = load_checkpoint_model(path, device)
+    `predictions` adds, for multi-exit nets, every test image's class and exit at each budget. With `dist`
+    (every rank calls it; `shards_evaluation` must hold), each rank evaluates its shard and all get the report."""
+    cfg, data, model = load_checkpoint_model(path, device, dist)
     header = {"checkpoint": str(path), "run": cfg.name, "model": cfg.model.name, "technique": cfg.technique}
     if data.holdout is None:
         raise DataError("data.holdout: thresholds and sub-network selection need held-out images (holdout=0)")
     if isinstance(model, SkippableDepthNet):
-        return {**header, **subnet_report(cfg, data, model, list(budgets))}
+        return {**header, **subnet_report(cfg, data, model, list(budgets), dist.all_reduce_sum if dist else None)}
+    if dist and dist.world_size > 1:
+        raise ValueError("evaluate_checkpoint: a multi-exit net is evaluated by one process (see shards_evaluation)")
     return {**header, **exit_report(cfg, data, model, list(budgets), predictions)}
 
 
@@ -94,9 +109,10 @@ def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float], pre
     }
 
 
-def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budgets: list[float]) -> dict:
+def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budgets: list[float],
+                  all_reduce_sum=None) -> dict:
     """Every one of the 2^S sub-networks on held-out and test data; the front and the per-budget choice are
-    made on the held-out split and reported on test."""
+    made on the held-out split and reported on test. With `all_reduce_sum`, `data` holds this rank's shards."""
     convention = model_entry(cfg.model.name).cost_convention
     costs = {c.skip: c for c in subnet_costs(model, data.image_size, convention)}
     configs = model.skip_configs()
@@ -104,7 +120,7 @@ def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budg
     def every_subnet(images):
         return {skip_string(skip): model(images, skip=skip) for skip in configs}
 
-    held, test = evaluate(model, data.holdout, every_subnet), evaluate(model, data.test, every_subnet)
+    held, test = (evaluate(model, batches, every_subnet, all_reduce_sum) for batches in (data.holdout, data.test))
     rows = [{"skip": name, "macs": cost.macs, "params": cost.params, "holdout_top1": held[f"top1_{name}"],
              "test_top1": test[f"top1_{name}"], "test_top5": test[f"top5_{name}"]} for name, cost in costs.items()]
     probe = next(iter(data.holdout))[0][:64]

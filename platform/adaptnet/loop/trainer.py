@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ class Distributed:
     wrap_model: Callable[[nn.Module, bool], nn.Module] = lambda model, find_unused_parameters: model
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor
     share_buffers: Callable[[nn.Module], None] = lambda module: None  # rank 0's buffers to every rank
+    broadcast_object: Callable[[Any], Any] = lambda obj: obj  # rank 0's (picklable) object to every rank
     resume_state: Callable[[RunConfig], dict | None] = lambda cfg: local_resume_state(cfg)
     device: torch.device | None = None  # None: from train.device; Ray gives each worker its own GPU
     make_data: Callable[..., Prepared] | None = None  # None: prepare_data; Ray Data runs bring their own

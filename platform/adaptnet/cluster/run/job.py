@@ -18,9 +18,10 @@ class RunHooks:
         """Rank 0, every epoch, before the metrics are logged and reported: add to them."""
         return metrics
 
-    def after_fit(self, cfg, tracking_uri: str, run_id: str, rank: int) -> dict[str, float] | None:
-        """Every rank, after training and the last MLflow flush: the result this rank reports last (every rank
-        must report, `ray.train.report` is a barrier), or None for no last report."""
+    def after_fit(self, cfg, tracking_uri: str, run_id: str, dist) -> dict[str, float] | None:
+        """Every rank (`dist`: the loop's `Distributed`, collectives included), after training and the last MLflow
+        flush: the result this rank reports last (every rank must report, `ray.train.report` is a barrier), or
+        None for no last report."""
         return None
 
 

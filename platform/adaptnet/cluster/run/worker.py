@@ -53,6 +53,11 @@ def worker_loop(config: dict) -> None:
         for buffer in module.buffers():  # BatchNorm statistics drift apart on each rank between broadcasts
             torch_dist.broadcast(buffer, src=0)
 
+    def broadcast_object(obj):
+        shared = [obj]
+        torch_dist.broadcast_object_list(shared, src=0, device=ray.train.torch.get_device())
+        return shared[0]
+
     logger = EpochLogger(job.tracking_uri, run_id, tracking.get("pending")) if rank == 0 else None
     device = ray.train.torch.get_device()
     make_data = None
@@ -61,12 +66,13 @@ def worker_loop(config: dict) -> None:
 
         make_data = worker_data(job.ray_data, rank, world_size, device)
     dist = Distributed(rank, world_size, wrap_model=wrap, all_reduce_sum=all_reduce_sum, share_buffers=share_buffers,
-                       resume_state=lambda _: state, device=device, make_data=make_data)
+                       broadcast_object=broadcast_object, resume_state=lambda _: state, device=device,
+                       make_data=make_data)
     with node_system_metrics(job.tracking_uri, run_id, ctx):
         fit(cfg, [EpochReporter(rank, logger, run_id, cfg, job.hooks)], dist)
         if logger is not None:
             finish_tracking(logger, job.tracking_uri, run_id, cfg)
-        last = job.hooks.after_fit(cfg, job.tracking_uri, run_id, rank)
+        last = job.hooks.after_fit(cfg, job.tracking_uri, run_id, dist)
     if last is not None:
         ray.train.report(last)
 

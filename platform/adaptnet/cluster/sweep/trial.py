@@ -160,7 +160,8 @@ def _restore_run_dir(checkpoint, run_dir: Path) -> list[dict]:
 @dataclass
 class TrialHooks(RunHooks):
     """What a multi-worker trial's stage adds to a plain Ray Train run: global steps and the score in every
-    epoch's report, and, after the last stage, `finish_trial` on rank 0 (the others report nothing new)."""
+    epoch's report, and, after the last stage, the final evaluation (sharded over the ranks for an adaptive-depth
+net) and `finish_trial` on rank 0 (the others report nothing new)."""
     step_offset: int
     ctx: TrialContext | None = None   # set on the last stage only
     name: str = ""                    # the trial's run name, `<arm>-s<seed>` in a paired grid
@@ -169,15 +170,15 @@ class TrialHooks(RunHooks):
     def epoch_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return trial_metrics(metrics, self.step_offset)
 
-    def after_fit(self, cfg, tracking_uri: str, run_id: str, rank: int) -> dict[str, float] | None:
+    def after_fit(self, cfg, tracking_uri: str, run_id: str, dist) -> dict[str, float] | None:
         if self.ctx is None:
             return None
-        if rank != 0:
+        summary = final_summary(cfg, self.ctx.budgets, dist)  # every rank evaluates its shard where it can
+        if not dist.is_main:
             return {}
         from ...loop.trainer import best_checkpoint
 
-        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), final_summary(cfg, self.ctx.budgets),
-                            self.name, self.params)
+        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), summary, self.name, self.params)
 
 
 def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, trial_id: str, params: dict) -> None:

@@ -28,12 +28,18 @@ def final_result(summary: dict[str, float]) -> dict[str, float]:
     return {**summary, SCORE: summary["final/holdout_top1_mean"], FINAL_MARK: 1.0}
 
 
-def final_summary(last_stage: RunConfig, budgets: tuple[float, ...]) -> dict[str, float]:
-    """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics."""
-    from ...loop.evaluate import evaluate_checkpoint, summary_metrics
+def final_summary(last_stage: RunConfig, budgets: tuple[float, ...], dist=None) -> dict[str, float] | None:
+    """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics. With the
+    workers' `Distributed` (every rank calls it), an adaptive-depth net's sub-network table is split over the
+    ranks; a multi-exit net is evaluated by rank 0 alone (the others get None)."""
+    from ...loop.evaluate import evaluate_checkpoint, shards_evaluation, summary_metrics
     from ...loop.trainer import best_checkpoint
 
-    report = evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto")
+    sharded = dist is not None and dist.world_size > 1 and shards_evaluation(last_stage)
+    if dist is not None and not sharded and not dist.is_main:
+        return None
+    report = evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto",
+                                 dist=dist if sharded else None)
     return summary_metrics(report)
 
 
