@@ -191,3 +191,30 @@ def test_latency_objectives_are_measured_per_image_for_every_deployable_output(r
     found = latency_metrics(adn, batch_sizes=(1, 8), device="cpu", single_images=4, repeats=1)
     assert set(found) == {f"final/latency_ms_{n}_b{b}" for n in ("super", "base") for b in (1, 8)}
     assert all(v > 0 for v in found.values())
+
+
+def test_a_streaming_imagenet_run_exports_and_predicts_what_evaluate_predicts(imagenet_tree, tmp_path):
+    """A run on the ImageNet sample through the streaming loader (mixed sizes, greyscale JPEGs, Resize +
+    CenterCrop) exports, and the exported model classifies the test JPEGs exactly as `adaptnet evaluate` does."""
+    import mlflow.pyfunc
+    import pandas
+
+    run = fit(load_config("cifar10-smoke", [
+        "name=inet", f"output_dir={tmp_path}", f"data.dataset={imagenet_tree}", "data.loader=torch", "data.workers=0",
+        "data.holdout=200", "data.train_subset=100", "data.test_subset=100", "data.transform=imagenet",
+        "data.augment.train_crop=32", "data.augment.eval_resize=36", "data.augment.eval_crop=32",
+        "model.name=msdnet_cifar_budgeted", "model.args={n_blocks: 3, n_channels: 8}", "train.epochs=1",
+        "train.batch_size=50", "train.progress=false"]))
+    checkpoint = best_checkpoint(run.run_dir)
+    macs = [e["macs"] for e in json.loads((run.run_dir / "costs.json").read_text())["exits"]]
+    budgets = [(macs[0] + macs[-1]) / 2, macs[-1]]
+    model_dir = tmp_path / "model"
+    assert cli(["export", str(checkpoint), "--budget", ",".join(map(str, budgets)), "--out", str(model_dir)]) == 0
+    expected = _evaluate_predictions(checkpoint, budgets, tmp_path)
+    _, data, _ = load_checkpoint_model(checkpoint, "cpu")
+    files = data.test.loader.dataset
+    images = [files.reader.read(ref) for ref in files.refs]  # the test split's JPEGs, in evaluation order
+    loaded = mlflow.pyfunc.load_model(str(model_dir))
+    for budget in budgets:
+        rows = loaded.predict(pandas.DataFrame({"image": images}), params={"budget": budget})
+        assert (rows["class"].tolist(), (rows["exit"]).tolist()) == expected[budget]
