@@ -30,6 +30,9 @@ EXTRA = {
     ".venv/bin/adaptnet train cifar10-resnet56-adn": TINY,
     ".venv/bin/adaptnet train my.yaml name=my-run train.epochs=10 optim.lr=0.05": TINY,
     ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke": ["--arms", "baseline,ge"],  # 2 seeds: 4 trials
+    ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke --seeds 1 --arms baseline,ge,ge-isc,isc-kd,imta "
+    "--name imta-ablation": [],  # IMTA's ablation, 5 trials
+    ".venv/bin/python sweeps/adn_vs_individual.py --preset smoke": [],  # 4 arms × 2 seeds, 8 stages trained
 }
 HELP_ONLY = {  # sweeps that cost a minute each here: the smoke one above runs the same script and machinery
     ".venv/bin/python sweeps/ge_vs_baseline.py --preset cpu --seeds 5",
@@ -174,15 +177,45 @@ def test_sweep_commands_run_offline(fresh, command):
     assert extra is not None, f"{command}: say how this test runs it"
     done = run_offline(command, extra, work, env)
     assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    if "--help" not in extra:  # what a person follows: progress, what the seeds can detect, a plain verdict
+    if "ge-isc" in command:  # IMTA's ablation: 5 trials, 8 stages, the 3 stage-1 runs equal to a one-stage arm's
+        assert "stages trained: 5; reused from storage instead of training again: 3" in done.stdout, done.stdout[-3000:]
+        for arm in ("baseline", "ge", "ge-isc", "isc-kd", "imta"):  # every arm's row of the last exit
+            assert re.search(rf"^exit5\s+{arm}\s+1\s", done.stdout, re.M), done.stdout[-3000:]
+        assert_quiet(done.stdout + done.stderr)
+    elif "adn_vs_individual" in command:
+        assert_adn_comparison(done.stdout, work / "mlflow.db")
+        assert_quiet(done.stdout + done.stderr)
+    elif "--help" not in extra:  # what a person follows: progress, what the seeds can detect, a plain verdict
         assert re.search(r"trial [1-4]/4, arm ge, seed 1: started", done.stdout), done.stdout[-3000:]
         assert re.search(r"\| sweep: 4/4 epochs, \d+m\d\ds elapsed, ~0m00s left", done.stdout), done.stdout[-3000:]
         assert "detectable |Δ|" in done.stdout and "t(0.975, n−1)·s_d/√n" in done.stdout
+        # CIFAR-10 subsets for 1 epoch: no published number applies, and the output says so instead of comparing
+        assert "no paper comparison: dataset cifar10 (the reference: imagenet-1k)" in done.stdout
         assert re.search(r"^(No arm differs from baseline at 95%|Differs from the baseline at 95%)", done.stdout, re.M)
         assert re.search(r"^Detecting 1 point at this spread would take \d+ to \d+ paired seeds|over 1000", done.stdout, re.M)
         assert re.search(r"then http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning"
                          r"&viewStateShareKey=\w+\)", done.stdout), done.stdout[-500:]  # the runs grouped by arm
         assert_quiet(done.stdout + done.stderr)
+
+
+def assert_adn_comparison(stdout: str, store: Path) -> None:
+    """Super against the individually trained network, base against the base-depth one and its KD twin, each with
+    a paired Δ and CI; kd-individual's stage 1 is the individual arm's run; the table is on the MLflow parent."""
+    from adaptnet.cluster.tracking.store import client
+
+    for depth, arm in (("super", "adn"), ("base", "adn"), ("base", "kd-individual")):
+        assert re.search(rf"^{depth}\s+{arm}\s+2\s+[\d.]+ ± [\d.]+\s+[+-][\d.]+\s+\[[+-][\d.]+, [+-][\d.]+\]", stdout,
+                         re.M), stdout[-3000:]
+    for depth, arm in (("super", "individual"), ("base", "individual-base")):
+        assert re.search(rf"^{depth}\s+{arm}\s+2\s+[\d.]+ ± [\d.]+\s*$", stdout, re.M)  # the baseline row
+    assert "stages trained: 8; reused from storage instead of training again: 2" in stdout
+    assert "no paper comparison: dataset cifar10 (the reference: imagenet-1k); model resnet56_adn (the reference: " \
+           "resnet50_adn)" in stdout
+    tracker = client(f"sqlite:///{store}")
+    (parent,) = tracker.search_runs([tracker.get_experiment_by_name("adaptnet-sweeps").experiment_id],
+                                    "attributes.run_name = 'adn_vs_individual-smoke'")
+    assert {"cmp/super/adn/delta", "cmp/base/kd-individual/delta"} <= set(parent.data.metrics), sorted(parent.data.metrics)
+    assert "comparison.md" in {a.path for a in tracker.list_artifacts(parent.info.run_id)}
 
 
 def assert_quiet(terminal: str) -> None:

@@ -216,6 +216,9 @@ class ADNConfig(Strict):
                                       "None or K ≥ classes: all classes")
     student: Literal["base", "random"] = Field("base", description="ablation: a random sub-network as student")
     student_loss: Literal["kd", "ce"] = Field("kd", description="ablation: CE on the student instead of KD")
+    depth: Literal["super", "base"] = Field("super", description="single_depth / depth_kd: the one sub-network "
+                                            "trained (super: every block; base: the mandatory blocks only)")
+    teacher_checkpoint: str | None = Field(None, description="depth_kd: the trained (single_depth super) teacher")
 
 
 def safe_name(name: str) -> str:
@@ -235,10 +238,13 @@ class RunConfig(Strict):
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig
-    technique: Literal["multi_exit", "imta_two_stage", "imta_stage2", "imta_joint", "adn_distill"] = Field(
+    technique: Literal["multi_exit", "imta_two_stage", "imta_stage2", "imta_joint", "adn_distill", "single_depth",
+                       "depth_kd", "adn_kd_individual"] = Field(
         "multi_exit", description="multi_exit: Σ w_k CE (with model.ge_scope for GE); imta_two_stage: GE stage 1 "
         "then ISC + KD on the frozen backbone; imta_stage2: stage 2 alone; imta_joint: one stage, live teacher; "
-        "adn_distill: super→base self-distillation of an adaptive-depth model")
+        "adn_distill: super→base self-distillation of an adaptive-depth model; single_depth: one depth (adn.depth) "
+        "trained alone; depth_kd: one depth distilled from adn.teacher_checkpoint; adn_kd_individual: single_depth "
+        "super, then the base depth distilled from it (the paper's KD individual)")
     imta: IMTAConfig = Field(default_factory=IMTAConfig)
     adn: ADNConfig = Field(default_factory=ADNConfig)
 
@@ -321,6 +327,9 @@ def load_config(path_or_preset: str, overrides: list[str] = ()) -> RunConfig:
     return build_config(read_yaml(path_or_preset), overrides)
 
 
+DEPTH_TECHNIQUES = ("adn_distill", "single_depth", "depth_kd", "adn_kd_individual")  # adaptive-depth models only
+
+
 def check_against_model(cfg: RunConfig) -> None:
     """Checks what needs the model: its constructor arguments and the exit count (built on 'meta', free)."""
     entry = model_entry(cfg.model.name)
@@ -340,7 +349,9 @@ def check_against_model(cfg: RunConfig) -> None:
         raise ConfigError(f"model.args.{err}" if named in cfg.model.args else f"model.args: {err}") from None
     if cfg.technique == "imta_stage2" and not cfg.imta.stage1_checkpoint:
         raise ConfigError("imta.stage1_checkpoint: required when technique is imta_stage2")
-    family = MultiExitNet if cfg.technique != "adn_distill" else SkippableDepthNet
+    if cfg.technique == "depth_kd" and not cfg.adn.teacher_checkpoint:
+        raise ConfigError("adn.teacher_checkpoint: required when technique is depth_kd")
+    family = SkippableDepthNet if cfg.technique in DEPTH_TECHNIQUES else MultiExitNet
     if not isinstance(model, family):
         raise ConfigError(f"technique: {cfg.technique} needs a {family.__name__} model, {cfg.model.name} is not one")
     weights = cfg.train.exit_weights

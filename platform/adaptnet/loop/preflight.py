@@ -20,7 +20,7 @@ from .config import ConfigError, RunConfig, micro_batch
 # Fields a rerun of the same run may change: where the run directory is given from, the progress bar, the
 # resume switch (resume: false over an existing run is refused on its own).
 RESUME_SAFE = ("output_dir", "train.progress", "train.resume")
-PATH_FIELDS = ("data.dataset", "data.cache_dir", "data.split_from", "imta.stage1_checkpoint")
+PATH_FIELDS = ("data.dataset", "data.cache_dir", "data.split_from", "imta.stage1_checkpoint", "adn.teacher_checkpoint")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -216,4 +216,7 @@ def check_train(cfg: RunConfig, restart: bool = False, workers: int | None = Non
             raise CheckpointError(f"data.split_from: {err}") from None
     if cfg.technique == "imta_stage2" and cfg.imta.stage1_checkpoint:
         check_checkpoint_model(cfg.imta.stage1_checkpoint, cfg, "imta.stage1_checkpoint", techniques=("multi_exit",))
+    if cfg.technique == "depth_kd" and cfg.adn.teacher_checkpoint:
+        check_checkpoint_model(cfg.adn.teacher_checkpoint, cfg, "adn.teacher_checkpoint",
+                               techniques=("single_depth", "adn_distill"))
     return check_run_record(cfg, restart)

@@ -187,7 +187,7 @@ def fit(cfg: RunConfig, callbacks: list[Callback] = (), dist: Distributed | None
 
     # Model, task, optimizer (trainable parameters only), schedule.
     torch.manual_seed(cfg.train.seed)
-    model, task = build_training(cfg, data.num_classes, load_pretrained=resume is None)
+    model, task = build_training(cfg, data.num_classes, load_pretrained=resume is None, load_teacher=True)
     model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(data.train) / accumulate)  # optimizer steps

@@ -6,6 +6,7 @@ all-reduce); base forward → (1−α)·T²·KL(teacher ‖ student) over the te
 all-reduce of both passes' gradients); then one optimizer step.
 Ablations of brief §8: CE on the student instead of KD (`student_loss="ce"`) and a random sub-network
 as the student (`student="random"`); skip-aware norms are switched off at the model (`skip_aware_norms`).
+The paper's baselines: one depth trained alone (`SingleDepthCE`) and distilled from a trained super-net (`DepthKD`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..models.skippable import SkippableDepthNet
 from .tasks import Backward, TaskOutput, plain_backward, without_sync
@@ -64,3 +66,50 @@ class SuperBaseDistillation:
         backward(student_loss)
         return TaskOutput({"ce_super": super_loss, name: student_loss},
                           {"super": teacher.detach(), "base": student.detach()})
+
+
+def depth_skip(model, depth: str) -> tuple[bool, ...]:
+    """The skip config of one depth: the super-net runs every block, the base-net only the mandatory ones."""
+    net: SkippableDepthNet = getattr(model, "module", model)
+    return (depth == "base",) * net.num_stages
+
+
+class SingleDepthCE:
+    """One sub-network trained on its own with CE, the way the paper's individually trained baselines are: the
+    super-net (every block) or the base-net (the mandatory blocks only; the skippable ones never run)."""
+
+    find_unused_parameters = True  # the other depth's blocks or norm twins get no gradient
+
+    def __init__(self, depth: Literal["super", "base"] = "super", label_smoothing: float = 0.0):
+        self.depth, self.label_smoothing = depth, label_smoothing
+
+    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor, backward: Backward = plain_backward) -> TaskOutput:
+        logits = model(images, skip=depth_skip(model, self.depth))
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        backward(loss)
+        return TaskOutput({f"ce_{self.depth}": loss}, {self.depth: logits.detach()})
+
+
+class DepthKD:
+    """The paper's "KD individual": one depth of a fresh network trained alone, distilled from a trained, frozen
+    teacher (its super-net). The paper gives no loss for it; this is Hinton's KD with ADN's settings:
+    α·CE(student) + (1−α)·T²·KL(teacher ‖ student) over the teacher's top-K classes."""
+
+    find_unused_parameters = True
+
+    def __init__(self, teacher: nn.Module, depth: Literal["super", "base"] = "base", alpha: float = 0.5,
+                 temperature: float = 1.0, top_k: int | None = None, label_smoothing: float = 0.0):
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.depth, self.alpha, self.temperature, self.top_k = depth, alpha, temperature, top_k
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model, images: torch.Tensor, labels: torch.Tensor, backward: Backward = plain_backward) -> TaskOutput:
+        if next(self.teacher.parameters()).device != images.device:
+            self.teacher.to(images.device)  # once: the loop moves only the trained model
+        with torch.no_grad():
+            teacher = self.teacher(images, skip=depth_skip(self.teacher, "super"))
+        student = model(images, skip=depth_skip(model, self.depth))
+        ce = self.alpha * F.cross_entropy(student, labels, label_smoothing=self.label_smoothing)
+        kd = (1 - self.alpha) * top_k_kd_loss(student, teacher, self.temperature, self.top_k)
+        backward(ce + kd)
+        return TaskOutput({f"ce_{self.depth}": ce, f"kd_{self.depth}": kd}, {self.depth: student.detach()})

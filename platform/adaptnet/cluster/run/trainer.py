@@ -27,7 +27,8 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     dataset = cfg.data.dataset
     if Path(dataset).exists():
         tree["data"]["dataset"] = str(Path(dataset).resolve())
-    for section, key in (("data", "split_from"), ("imta", "stage1_checkpoint"), ("data", "cache_dir")):
+    for section, key in (("data", "split_from"), ("imta", "stage1_checkpoint"), ("adn", "teacher_checkpoint"),
+                         ("data", "cache_dir")):
         if tree[section][key]:
             tree[section][key] = str(Path(tree[section][key]).resolve())
     tree["train"]["progress"] = False  # one line per epoch in `ray job logs`, no per-step bars

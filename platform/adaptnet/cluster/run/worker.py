@@ -90,7 +90,7 @@ def node_system_metrics(tracking_uri: str, run_id: str, ctx):
 
 def fetch_handoff(cfg: RunConfig, checkpoint) -> RunConfig:
     """The previous stage's selected checkpoint, fetched from storage into this node's run directory, as the
-    config's stage-1 checkpoint and split source (never a path on another node). Workers of one node may fetch
+    config's stage-1 checkpoint (or teacher) and split source (never a path on another node). Workers of one node may fetch
     at once: each writes its own part file and renames it into place (atomic; the copies are equal)."""
     local = cfg.run_dir / "handoff" / SELECTED_FILE
     if not local.exists():
@@ -99,9 +99,9 @@ def fetch_handoff(cfg: RunConfig, checkpoint) -> RunConfig:
         with local_copy(checkpoint) as folder:
             shutil.copyfile(Path(folder) / SELECTED_FILE, part)
         part.replace(local)
-    tree = cfg.model_dump()
-    tree["imta"]["stage1_checkpoint"] = tree["data"]["split_from"] = str(local)
-    return RunConfig.model_validate(tree)
+    from ...loop.pipeline import with_stage1
+
+    return RunConfig.model_validate(with_stage1(cfg.model_dump(), str(local)))
 
 
 def finish_tracking(logger: EpochLogger, tracking_uri: str, run_id: str, cfg: RunConfig) -> None:

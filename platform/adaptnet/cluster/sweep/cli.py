@@ -68,6 +68,9 @@ def parser(description: str, presets: dict[str, Preset], default: str) -> argpar
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--experiment", default="adaptnet-sweeps", help="MLflow experiment")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (trials, stages, workers and GPUs per trial) and its compute (GPU-hours, USD); "
+                        "start nothing, write nothing")
     p.add_argument("--no-stage-sharing", dest="share_stages", action="store_false",
                    help="train every trial's stages itself, even those equal to another trial's (e.g. IMTA's stage 1 "
                         "and the GE arm's run of a seed); default: trained once, shared through --storage")
@@ -229,7 +232,8 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
         preset = presets[args.preset]
         base = base_tree(args, preset)
         where = resolved(args, preset)
-        preflight(args, base, where["tracking_uri"])
+        if not args.dry_run:
+            preflight(args, base, where["tracking_uri"])
         spec = SweepSpec(name=args.name or f"{Path(sys.argv[0]).stem}-{args.preset}", base=base,
                          space=make_space(args, base), num_samples=args.trials or preset.trials,
                          objectives=tuple((objectives(args) if callable(objectives) else objectives)
@@ -238,6 +242,11 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
                          latency_batches=tuple(args.latency_batches), **where)
         spec.asha = spec.asha and len(spec.objectives) == 1  # ASHA stops on the score alone
         validate(spec)
+        if args.dry_run:
+            from .plan import sweep_plan_lines
+
+            print("\n".join(sweep_plan_lines(spec, args.preset)))
+            return 0
         connect(args)
         result = run_sweep(spec, preset=args.preset)
         print_trials(result, summary_columns(result)[:8])
@@ -253,6 +262,20 @@ def search_main(description: str, presets: dict[str, Preset], default: str, make
         return 1 if failed else 0
 
     return main_guard(run)
+
+
+def comparison_setting(base: dict):
+    """The setting published numbers would have to share with this comparison (metrics.references): the
+    dataset (inspected: classes and training images), the model config, epochs and whether subsets are used."""
+    from ...data import inspect_dataset
+    from ...metrics.references import Setting, dataset_identity
+
+    data, model = base["data"], base["model"]
+    info = inspect_dataset(data["dataset"], data["cache_dir"])
+    args = " ".join(f"{k}={v}" for k, v in sorted(model["args"].items()))
+    return Setting(dataset_identity(data["dataset"], len(info.classes), info.counts["train"]),
+                   f"{model['name']} {args}".strip(), base["train"]["epochs"],
+                   full_data=not (data["train_subset"] or data["test_subset"]))
 
 
 def cost_budgets(base: dict, fractions=(0.25, 0.5, 0.75)) -> list[float]:

@@ -2,8 +2,9 @@
 GE arm's run of the same seed) is trained by the first trial that claims it, published to the sweep's
 storage (folder or s3://) and copied by every other trial, which replays its epochs to Tune and MLflow.
 
-A stage's key hashes its whole config except where it is written (`name`, `output_dir`) and how it is shown
-(`train.progress`), so equal keys mean the same training, bit for bit. A stage whose config points into its
+A stage's key hashes its whole config except where it is written (`name`, `output_dir`), how it is shown
+(`train.progress`) and the technique sections its technique never reads, so equal keys mean the same training,
+bit for bit. A stage whose config points into its
 trial's own run directory (IMTA's stage 2 reads its stage-1 checkpoint there) is not shared. A claim lives in
 a small actor owned by the sweep's driver; its holder beats every few seconds, and a claim without a beat
 for `STALE_S` (its trial died) passes to the next trial that asks.
@@ -25,12 +26,20 @@ BEAT_S = 5.0
 MARK = "done.json"
 
 
+# The technique-specific config sections each technique reads; the others cannot change its training.
+SECTIONS_READ = {"multi_exit": (), "adn_distill": ("adn",), "single_depth": ("adn",), "depth_kd": ("adn",),
+                 "imta_stage2": ("imta",), "imta_joint": ("imta",)}
+
+
 def stage_key(stage: RunConfig) -> str | None:
     """The stage's training identity, or None when it cannot be shared."""
     tree = stage.model_dump()
     for key in ("name", "output_dir"):
         tree.pop(key)
     tree["train"].pop("progress")
+    for section in ("adn", "imta"):  # e.g. IMTA's stage 1 (multi_exit) is the same training whatever its γ
+        if section not in SECTIONS_READ.get(stage.technique, (section,)):
+            tree.pop(section)
     text = json.dumps(tree, sort_keys=True)
     if str(Path(stage.output_dir).resolve()) in text:
         return None
