@@ -4,7 +4,7 @@ on its own (Kang & Lee, NeurIPS 2024, adn.md §4.3), over N paired seeds.
 Arms: adn (super→base self-distillation), individual (the same network trained plainly, every block),
 individual-base (only the mandatory blocks, the base-net's depth, trained alone) and kd-individual (that
 base-depth network distilled from a trained super-net, the paper's "KD individual"; its stage 1 is the individual
-arm's run of the seed, trained once). Prints super vs individual and base vs individual-base (and
+arm's run of the seed, trained once); `--arms` may add adn-ce (ADN without self-distillation, brief §8). Prints super vs individual and base vs individual-base (and
 kd-individual) with paired Δ and 95% CI, every sub-network of the ADN arm, and the paper's numbers where the
 setting is the paper's; logs them to the MLflow parent run. Rerun the same command to resume.
 
@@ -23,8 +23,9 @@ ARMS = {
     "individual": {"technique": "single_depth", "adn.depth": "super"},
     "individual-base": {"technique": "single_depth", "adn.depth": "base"},
     "kd-individual": {"technique": "adn_kd_individual"},
+    "adn-ce": {"technique": "adn_distill", "adn.student_loss": "ce"},  # brief §8: the base-net learns from labels
 }
-DEFAULT_ARMS = ",".join(ARMS)
+DEFAULT_ARMS = "adn,individual,individual-base,kd-individual"
 GPU_TRIAL = {"workers": 4, "gpus_per_worker": 1, "cpus_per_worker": 8}  # one g5.12xlarge (4 × A10G) per trial
 PRESETS = {
     "smoke": Preset("cifar10-resnet56-adn", SMOKE_DATA, help="minutes on a CPU: tiny subsets, 1 epoch, 2 seeds",
@@ -42,8 +43,8 @@ PRESETS = {
                             seeds=3, trials=0, **GPU_TRIAL),
 }
 # each depth's rows: (the arm compared against, the arms shown)
-DEPTHS = {"super": ("individual", ["adn", "individual"]),
-          "base": ("individual-base", ["adn", "individual-base", "kd-individual"])}
+DEPTHS = {"super": ("individual", ["adn", "adn-ce", "individual"]),
+          "base": ("individual-base", ["adn", "adn-ce", "individual-base", "kd-individual"])}
 
 
 def labels(finished: list[dict], budgets: list[float]) -> dict[str, str]:
@@ -61,12 +62,14 @@ COMPARISON = Comparison(
     baseline_of=lambda label: DEPTHS.get(label, ("adn",))[0],
     arms_of=lambda label, arms: DEPTHS.get(label, (None, ["adn"]))[1],
     baseline_name="the individual network of its depth",
+    plots=lambda arm, output: arm.startswith("adn") or set(output) == ({"F"} if arm == "individual" else {"T"}),
     notes="super: Δ against individual (the same network trained alone); base: against individual-base (only the "
           "mandatory blocks, trained alone); FTF…: the ADN arm's other sub-networks (T: that stage's skippable "
           "blocks skipped)",
     scale_hint=lambda preset: ("" if preset.startswith("paper-") else
                                "the paper's gains (+0.1 to +1.9 points) need its scale: --preset paper-resnet50 on GPUs"),
-    arm_help=f"comma-separated subset of {DEFAULT_ARMS} (default: all) that includes adn", tune_lr=False)
+    arm_help=f"comma-separated subset of {','.join(ARMS)} that includes adn (default {DEFAULT_ARMS}); adn-ce is ADN "
+             "without self-distillation (the base-net learns from the labels)", tune_lr=False)
 
 if __name__ == "__main__":
     sys.exit(paired_main(COMPARISON))

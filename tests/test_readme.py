@@ -33,6 +33,7 @@ EXTRA = {
     ".venv/bin/python sweeps/ge_vs_baseline.py --preset smoke --seeds 1 --arms baseline,ge,ge-isc,isc-kd,imta "
     "--name imta-ablation": [],  # IMTA's ablation, 5 trials
     ".venv/bin/python sweeps/adn_vs_individual.py --preset smoke": [],  # 4 arms × 2 seeds, 8 stages trained
+    ".venv/bin/python sweeps/adn_vs_individual.py --preset paper-resnet50 --dry-run": [],  # plans, starts nothing
 }
 HELP_ONLY = {  # sweeps that cost a minute each here: the smoke one above runs the same script and machinery
     ".venv/bin/python sweeps/ge_vs_baseline.py --preset cpu --seeds 5",
@@ -182,6 +183,8 @@ def test_sweep_commands_run_offline(fresh, command):
         for arm in ("baseline", "ge", "ge-isc", "isc-kd", "imta"):  # every arm's row of the last exit
             assert re.search(rf"^exit5\s+{arm}\s+1\s", done.stdout, re.M), done.stdout[-3000:]
         assert_quiet(done.stdout + done.stderr)
+    elif "--dry-run" in command:
+        assert re.search(r"^compute: [\d,]+ GPU-hours on A10G", done.stdout, re.M) and " USD " in done.stdout
     elif "adn_vs_individual" in command:
         assert_adn_comparison(done.stdout, work / "mlflow.db")
         assert_quiet(done.stdout + done.stderr)

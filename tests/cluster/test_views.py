@@ -87,3 +87,30 @@ def test_a_paired_comparison_registers_each_arms_typical_seed_not_a_best_across_
               for i, (lr, v) in enumerate([(0.1, 40.0), (0.05, 42.0)])]
     ((alias, best, why),) = chosen_trials(SweepResult("lr", search, "parent", (Objective("score"),), ""))
     assert (alias, best.name) == ("best", "t1") and "held-out" in why
+
+
+def test_cost_figure_plots_the_outputs_each_arm_trains_and_the_papers_points():
+    """An individually trained base-depth net's other sub-networks are untrained: the figure leaves them out; the
+    paper's numbers of a matching setting are stars at the paper's cost (or ours where it gives none)."""
+    from adaptnet.cluster.sweep.paired import paper_points
+    from adaptnet.cluster.tracking.views import arm_cost_figure
+    from adaptnet.metrics.references import Setting
+    from adaptnet.metrics.stats import comparison_rows
+
+    def metrics(super_, base):
+        return {"final/macs_FF": 4.11e9, "final/test_top1_FF": super_, "final/macs_TT": 2.58e9,
+                "final/test_top1_TT": base, "final/macs_super": 4.11e9, "final/macs_base": 2.58e9}
+
+    trials = [TrialSummary(f"{arm}{s}", f"{arm}-s{s}", {"arm": arm, "seed": s}, metrics(*values), "FINISHED")
+              for s in range(2) for arm, values in (("adn", (77.0, 76.0)), ("individual-base", (0.1, 75.0)))]
+    result = SweepResult("adn", trials, "parent", (Objective("score"),), "")
+    rows = comparison_rows({"adn": {0: {"base": 76.0}, 1: {"base": 76.2}},
+                            "individual-base": {0: {"base": 75.0}, 1: {"base": 75.1}}}, ["base"], "individual-base")
+    points = paper_points(Setting("imagenet-1k", "resnet50_adn", 150), rows, result)
+    assert sorted(points) == [("paper: adn base", 2.58e9, 76.1), ("paper: individual-base base", 2.58e9, 75.0)]
+    fig = arm_cost_figure(result, ["adn", "individual-base"], "t", lambda arm, out: arm == "adn" or out == "TT", points)
+    lines = fig.axes[0].get_lines()
+    plotted = {tuple(line.get_xdata()) for line in lines if line.get_marker() == "o"}
+    assert plotted == {(2580.0, 4110.0), (2580.0,)}  # the base-depth arm: its base-net only
+    assert sorted(line.get_ydata()[0] for line in lines if line.get_marker() == "*") == [75.0, 76.1]
+    assert paper_points(Setting("cifar10", "resnet56_adn", 3, False), rows, result) == []

@@ -54,3 +54,11 @@ def test_the_imagenet_sample_under_the_imta_imagenet_preset_is_a_stand_in(imagen
     setting = comparison_setting(tree)
     assert setting == Setting("a 1000-class set of 1,000 training images", "msdnet_imagenet_step4", 90)
     assert "no paper comparison: dataset a 1000-class set" in paper_lines(setting, _rows({"baseline": [1, 2]}))[0]
+
+
+def test_the_logged_comparison_holds_the_paper_lines_of_a_matching_setting():
+    from adaptnet.cluster.sweep.paired import comparison_markdown
+
+    rows = _rows({"baseline": [71.0, 71.5, 71.2], "imta": [73.1, 73.3, 72.9]})
+    text = comparison_markdown("legend", rows, [], paper_lines(IMTA_IMAGENET, rows), "verdict")
+    assert "| exit5 | baseline | 3 |" in text and "paper (unverified): 72.43  ours 73.10 ± 0.50  Δ +0.67" in text

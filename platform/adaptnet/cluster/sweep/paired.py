@@ -27,6 +27,7 @@ class Comparison:
     notes: str = ""                               # what the table's labels mean
     scale_hint: Callable[[str], str] = lambda preset: ""
     arm_help: str = ""
+    plots: Callable[[str, str], bool] = lambda arm, output: True  # the outputs an arm trains (in the cost figure)
     tune_lr: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -76,9 +77,34 @@ def comparison_table(comparison: Comparison, result, arms: list[str], seeds: lis
     return rows
 
 
+def comparison_markdown(legend: str, rows: list[dict], notes: list[str], paper: list[str], closing: str) -> str:
+    """comparison.md: what the labels mean, the table, why rows lack seeds, the papers' numbers (or why there are
+    none) and the verdict."""
+    from ...metrics.stats import table_markdown
+
+    return (f"{legend}\n\n{table_markdown(rows)}\n\n" + "".join(f"{n}\n" for n in notes)
+            + "".join(f"\n{line}\n" for line in paper) + f"\n{closing}\n")
+
+
+def paper_points(setting, rows: list[dict], result) -> list[tuple[str, float, float]]:
+    """(label, multiply-adds, top-1) of the published numbers this comparison matches, at the paper's cost or,
+    where the paper gives none, at our output's (the cost figure's stars)."""
+    from ...metrics.references import references_for
+
+    points, shown = [], {(r["arm"], r["metric"]) for r in rows}
+    for (arm, output), ref in references_for(setting, sorted({r["arm"] for r in rows})).items():
+        if (arm, output) not in shown:
+            continue
+        ours = [t.metrics.get(f"final/macs_{output}") for t in result.finished() if t.params.get("arm") == arm]
+        macs = ref.macs or next((m for m in ours if m), None)
+        if macs:
+            points.append((f"{ref.label}: {arm} {output}", macs, ref.top1))
+    return points
+
+
 def run_comparison(comparison: Comparison, args) -> int:
     from ...metrics.references import paper_lines
-    from ...metrics.stats import row_notes, table_csv_rows, table_markdown, table_text, verdict
+    from ...metrics.stats import row_notes, table_csv_rows, table_text, verdict
     from ..tracking.store import client
     from ..tracking.views import log_comparison
     from .cli import base_tree, comparison_setting, connect, cost_budgets, mlflow_ui_hint, preflight, resolved
@@ -151,14 +177,14 @@ def run_comparison(comparison: Comparison, args) -> int:
     failed = [t.name for t in result.trials if t.status != "FINISHED"]
     if failed:
         print(f"not finished: {', '.join(failed)}")
-    markdown = (f"{comparison.notes}\n\n{table_markdown(rows)}\n\n" + "".join(f"{n}\n" for n in notes)
-                + "".join(f"\n{line}\n" for line in paper) + f"\n{closing}\n")
+    markdown = comparison_markdown(comparison.notes, rows, notes, paper, closing)
     log_sweep_summary(where["tracking_uri"], result, extra_files={
         "comparison.md": markdown, "comparison.csv": csv_text(table_csv_rows(rows))})
     slugs = {label: key.removeprefix("final/").removeprefix("test_top1_").removesuffix("_test_top1")
              for key, label in labels.items()}  # exit3, budgeted_area, budget1 …
     view = log_comparison(where["tracking_uri"], parent_id, rows, markdown, result, arms, slugs,
-                          f"{name}: test top-1 over {len(seeds)} paired seeds.\n{closing}", columns=list(labels))
+                          f"{name}: test top-1 over {len(seeds)} paired seeds.\n{closing}", columns=list(labels),
+                          keep=comparison.plots, references=paper_points(setting, rows, result))
     client(where["tracking_uri"]).set_terminated(parent_id, "FINISHED" if not failed else "FAILED")
     print(f"\nMLflow parent run {parent_id} (experiment {where['experiment']})")
     print(mlflow_ui_hint(where["tracking_uri"], parent_id, view))

@@ -29,12 +29,13 @@ def sweep_params(spec) -> dict[str, str]:
     return {**params, **{f"base.{k}": v for k, v in base.items()}}
 
 
-def accuracy_cost_points(metrics: dict) -> list[tuple[float, float]]:
-    """(multiply-adds, test top-1) of each output in a trial's final metrics (exits, or every sub-network)."""
+def accuracy_cost_points(metrics: dict, keep=lambda output: True) -> list[tuple[float, float]]:
+    """(multiply-adds, test top-1) of each output in a trial's final metrics (exits, or every sub-network; those
+    `keep` accepts)."""
     points = []
     for key, macs in metrics.items():
         found = re.fullmatch(r"final/macs_(exit\d+|[TF]+)", key)
-        accuracy = metrics.get(f"final/test_top1_{found.group(1)}") if found else None
+        accuracy = metrics.get(f"final/test_top1_{found.group(1)}") if found and keep(found.group(1)) else None
         if accuracy is not None:
             points.append((float(macs), float(accuracy)))
     return points
@@ -86,8 +87,9 @@ def _half(interval) -> float:
     return 0.0 if math.isnan(interval.half_width) else interval.half_width
 
 
-def arm_cost_figure(result, arms: list[str], title: str):
-    """Every arm's accuracy-vs-cost: per exit, the mean test top-1 over seeds ± 95% CI at its multiply-adds."""
+def arm_cost_figure(result, arms: list[str], title: str, keep=lambda arm, output: True, references=()):
+    """Every arm's accuracy-vs-cost: per output it trains (`keep`), the mean test top-1 over seeds ± 95% CI at its
+    multiply-adds; `references`, (label, multiply-adds, top-1) of published numbers, as stars beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +100,8 @@ def arm_cost_figure(result, arms: list[str], title: str):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for a, arm in enumerate(arms):
-        per_seed = [sorted(accuracy_cost_points(t.metrics)) for t in result.finished() if t.params.get("arm") == arm]
+        per_seed = [sorted(accuracy_cost_points(t.metrics, lambda output: keep(arm, output)))  # noqa: B023
+                    for t in result.finished() if t.params.get("arm") == arm]
         per_seed = [p for p in per_seed if p]
         if not per_seed:
             continue
@@ -107,6 +110,9 @@ def arm_cost_figure(result, arms: list[str], title: str):
         intervals = [mean_ci([p[k][1] for p in per_seed]) for k in range(n_out)]
         ax.errorbar(macs, [i.mean for i in intervals], yerr=[_half(i) for i in intervals], marker="o", capsize=4,
                     label=f"{arm} (n={len(per_seed)})", color=arm_color(a))
+    for label, macs, top1 in references:
+        ax.plot([macs / 1e6], [top1], marker="*", markersize=12, color="black", linestyle="none")
+        ax.annotate(label, (macs / 1e6, top1), fontsize=7, xytext=(4, 4), textcoords="offset points")
     finish_cost_axes(fig, ax, title, "test top-1 (%): mean ± 95% CI over seeds")
     return fig
 
@@ -157,7 +163,8 @@ def save_arm_view(tracking_uri: str, experiment_id: str, sweep: str, columns: li
 
 
 def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown: str, result, arms: list[str],
-                   slugs: dict[str, str], verdict: str, columns: list[str] = ()) -> str:
+                   slugs: dict[str, str], verdict: str, columns: list[str] = (), keep=lambda arm, output: True,
+                   references=()) -> str:
     """comparison.md, comparison.png and accuracy_vs_cost.png at the top level of the parent's artifacts, the
     comparison as `cmp/...` metrics, the verdict as the parent run's description, and a saved view of the
     children grouped by arm with `columns`; returns that view's key."""
@@ -169,7 +176,8 @@ def log_comparison(tracking_uri: str, parent_id: str, rows: list[dict], markdown
     mlflow = client(tracking_uri)
     mlflow.log_text(parent_id, markdown, "comparison.md")
     for name, fig in (("comparison.png", comparison_figure(rows, f"{result.name}: paired comparison", arms)),
-                      ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm"))):
+                      ("accuracy_vs_cost.png", arm_cost_figure(result, arms, f"{result.name}: every arm", keep,
+                                                               references))):
         mlflow.log_figure(parent_id, fig, name)
         plt.close(fig)
     now = int(time.time() * 1000)
