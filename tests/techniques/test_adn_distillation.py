@@ -85,3 +85,30 @@ def test_the_student_is_the_mandatory_blocks_alone():
         if not block.skippable:
             h = block(h, True)
     torch.testing.assert_close(out.outputs["base"], model.fc(torch.flatten(model.pool(h), 1)), rtol=0, atol=1e-6)
+
+
+def test_individual_baselines_train_one_depth_and_kd_individual_learns_from_a_frozen_teacher():
+    """single_depth base: only the mandatory blocks (and their skip-mode norms) get gradient, CE of the base-net;
+    depth_kd: α·CE + (1−α)·T²·KL(teacher super ‖ student base), the teacher frozen and in eval mode."""
+    from adaptnet.techniques import DepthKD, SingleDepthCE
+
+    torch.manual_seed(0)
+    model = adaptnet.create_model("resnet56_adn", 10)
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    out = SingleDepthCE("base")(model, images, labels)
+    skippable = {f"stages.{s}.{b}." for s, b, blk in model.blocks_with_position() if blk.skippable}
+    for name, p in model.named_parameters():
+        ran = not any(name.startswith(prefix) for prefix in skippable) and ".norm." not in name
+        assert (p.grad is not None and float(p.grad.abs().sum()) > 0) == ran, name
+    model.zero_grad()
+    assert float(out.losses["ce_base"]) == pytest.approx(float(F.cross_entropy(model(images, skip=(True,) * 3), labels)))
+
+    teacher = adaptnet.create_model("resnet56_adn", 10).train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    task = DepthKD(teacher, "base", alpha=0.3, temperature=2.0)
+    out = task(model, images, labels)
+    assert not teacher.training and all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # BN statistics too
+    student, soft = model(images, skip=(True,) * 3), teacher(images, skip=(False,) * 3)
+    assert float(out.losses["ce_base"]) == pytest.approx(0.3 * float(F.cross_entropy(student, labels)), rel=1e-5)
+    assert float(out.losses["kd_base"]) == pytest.approx(0.7 * float(top_k_kd_loss(student, soft, 2.0, None)), rel=1e-5)
