@@ -15,7 +15,6 @@ the cache root, keyed by the source's identity (path, size, mtime / S3 ETag), an
 from __future__ import annotations
 
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path

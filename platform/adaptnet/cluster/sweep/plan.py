@@ -70,7 +70,7 @@ def sweep_plan_lines(spec: SweepSpec, preset: str) -> list[str]:
     gpus = spec.workers * spec.gpus_per_worker
     lines = [f"[{spec.name}] dry run of preset {preset}: nothing starts, nothing is written",
              f"trials: {len(trials)}" + (f" ({', '.join(sorted({k for p in params for k in p}))} grid)" if spec.grid
-                                          else f" (search samples; ASHA may stop some early)" if spec.asha else ""),
+                                          else " (search samples; ASHA may stop some early)" if spec.asha else ""),
              f"stages: {sum(map(len, trials))}, of which {len(counted)} are trained and the rest shared "
              f"({trained_epochs} of {epochs} stage-epochs)",
              f"per trial: {spec.workers} worker(s) × {spec.cpus_per_worker:g} CPUs"
