@@ -56,7 +56,10 @@ def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_pa
         ctx = ray.train.get_context()
         make = worker_data(config["ray_data"], ctx.get_world_rank(), ctx.get_world_size(), "cpu", with_ids=True)
         data = make(cfg.data, 16, 16, 0)
-        seen = [[int(i) for _, _, ids in data.train for i in ids] for _ in range(2)]
+        seen = []
+        for epoch in range(2):  # as the loop does
+            data.train.set_epoch(epoch)
+            seen.append([int(i) for _, _, ids in data.train for i in ids])
         Path(config["out"], f"rank{ctx.get_world_rank()}.json").write_text(json.dumps(seen))
         ray.train.report({"done": 1})
 

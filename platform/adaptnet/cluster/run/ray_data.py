@@ -5,7 +5,8 @@ The driver lists the files and draws the held-out split on that listing exactly 
 (`adaptnet.data.make_split`), so both see the same images. Only `train` is split across workers
 (`streaming_split(equal=True)` through Ray Train's DataConfig: equal row counts, so no rank stalls the others'
 all-reduce); held-out and test reach every worker whole and rank 0 evaluates them. Each epoch is a new
-execution of the plan, and `random_shuffle(seed)` reseeds per execution: a new order every epoch. Ray's
+execution of the plan, and `random_shuffle(seed)` reseeds per execution; the train batches are also shuffled
+locally, seeded by (seed, epoch), so every epoch has a new order. Ray's
 parallel tasks make that order, and which rank gets which rows, not bit-reproducible (the DataLoader source is).
 """
 from __future__ import annotations
@@ -99,19 +100,25 @@ def build_datasets(cfg, workers: int = 1) -> tuple[dict, dict]:
 class RayBatches:
     """A worker's batches of one Ray dataset (its train shard, or its rank's shard of an evaluation split)."""
 
-    def __init__(self, iterator, rows: int, batch_size: int, device, mean, std, with_ids: bool = False):
+    def __init__(self, iterator, rows: int, batch_size: int, device, mean, std, with_ids: bool = False,
+                 shuffle_seed: int | None = None):
         self.iterator, self.rows, self.batch_size, self.device, self.with_ids = iterator, rows, batch_size, device, with_ids
         self.mean, self.std = mean, std
+        self.shuffle_seed, self.epoch = shuffle_seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Nothing to do: every pass over the iterator is a new, reshuffled execution."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil(self.rows / self.batch_size)
 
     def __iter__(self):
+        # Training batches are also shuffled locally, seeded by (seed, epoch): each epoch a new order even when Ray
+        # replays the global shuffle's order (it reseeds per execution, but not always: a flaky test showed it).
+        local = {} if self.shuffle_seed is None else {"local_shuffle_buffer_size": 2 * self.batch_size,
+                                                      "local_shuffle_seed": self.shuffle_seed * 1_000_003 + self.epoch}
         for batch in self.iterator.iter_torch_batches(batch_size=self.batch_size, device=self.device,
-                                                      prefetch_batches=2):
+                                                      prefetch_batches=2, **local):
             images, labels = normalize_batch(batch["image"], self.mean, self.std), batch["label"]
             yield (images, labels, batch["id"]) if self.with_ids else (images, labels)
 
@@ -127,7 +134,8 @@ def worker_data(meta: dict, rank: int, world_size: int, device, with_ids: bool =
         counts = meta["counts"]
 
         def batches(name: str, bs: int, rows: int):
-            return RayBatches(ray.train.get_dataset_shard(name), rows, bs, device, meta["mean"], meta["std"], with_ids)
+            return RayBatches(ray.train.get_dataset_shard(name), rows, bs, device, meta["mean"], meta["std"], with_ids,
+                              shuffle_seed=seed if name == TRAIN else None)
 
         holdout, test = eval_name(HOLDOUT, rank), eval_name(TEST, rank)
         return Prepared(
