@@ -24,7 +24,6 @@ ARMS = {  # IMTA's ablation; two-stage arms share stage 1 with the one-stage arm
     "imta": {"technique": "imta_two_stage", "model.ge_scope": "coarsest"},  # GE + ISC + KD
 }
 DEFAULT_ARMS = "baseline,ge,imta"
-SUBSET = ("data.train_subset", "data.holdout", "data.test_subset")
 PRESETS = {
     "smoke": Preset("cifar10-imta", ("model.name=msdnet_cifar_budgeted", *SMOKE_DATA),
                     help="minutes on a CPU: tiny subsets, 1 epoch per stage, 2 seeds", seeds=2, trials=0),

@@ -4,7 +4,7 @@ the papers' numbers where the setting matches, and comparison.md/.csv/.png on th
 declares a `Comparison` (its arms, presets and compared metrics), the way a search script declares its space."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from .cli import Preset, SweepArgumentError, main_guard, parser
@@ -29,7 +29,6 @@ class Comparison:
     arm_help: str = ""
     plots: Callable[[str, str], bool] = lambda arm, output: True  # the outputs an arm trains (in the cost figure)
     tune_lr: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def paired_main(comparison: Comparison) -> int:
