@@ -59,7 +59,7 @@ def _train(args) -> int:
         check_resources(args.cpus_per_worker, args.gpus_per_worker, workers=args.workers)
         field = "MLFLOW_TRACKING_URI" if not args.tracking_uri and os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
         check_cluster(resolve_tracking_uri(args.tracking_uri), field, args.address, args.storage, args.experiment)
-    archived = check_train(cfg, restart=args.restart, workers=args.workers)
+    archived = check_train(cfg, restart=args.restart, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
     if archived:
         print(f"archived the old run to {archived}", file=sys.stderr)
     if args.workers is None:

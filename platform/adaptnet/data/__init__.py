@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .catalog import DatasetInfo, TORCHVISION_SETS, inspect_dataset, is_archive, open_reader
+from .decode import decode_tensor
 from .errors import DataError
 from .loader import CIFAR10_CLASSES, NORMALIZATION, TensorBatches, holdout_split, resident
 from .sources import ImageTensors, load_splits
@@ -25,7 +26,7 @@ from .transforms import eval_size, eval_transform, train_transform
 MAX_DECODE_WORKERS = 16  # beyond this, more processes per rank mostly add memory (prefetched batches)
 
 __all__ = ["DataError", "DatasetInfo", "ImageTensors", "TensorBatches", "StreamingBatches", "Prepared",
-           "prepare_data", "load_splits", "holdout_split", "inspect_dataset", "choose_loader", "make_split",
+           "prepare_data", "load_splits", "holdout_split", "inspect_dataset", "choose_loader", "decode_on", "make_split",
            "epoch_order", "open_reader"]
 
 
@@ -166,12 +167,10 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None):
         plain = eval_transform(kind, data_cfg.augment, (0.0,) * 3, (1.0,) * 3, side)
         refs, _ = listing.splits["train"]
         picks = torch.linspace(0, len(refs) - 1, min(256, len(refs))).long().tolist()
-        from .decode import decode_rgb
-
         decoded = []
         for i in picks:
             try:
-                decoded.append(plain(decode_rgb(reader.read(refs[i]), str(refs[i]))).float() / 255)
+                decoded.append(plain(decode_tensor(reader.read(refs[i]), str(refs[i]))).float() / 255)
             except DataError:  # counted (or fatal) when training reaches it
                 continue
         pixels = torch.stack(decoded)
@@ -190,21 +189,36 @@ def decode_workers(setting: int | None, cpus: int | None = None) -> int:
     return max(0, min((cpus or torch.get_num_threads()) - 1, MAX_DECODE_WORKERS))
 
 
+def decode_on(setting: str, kind: str, device: torch.device | str) -> str:
+    """`data.decode` resolved for a rank's device: gpu needs CUDA (one line naming the field otherwise); auto
+    is gpu for ImageNet-style transforms on CUDA (CIFAR's 32-px images gain nothing from nvjpeg), else cpu."""
+    cuda = torch.device(device).type == "cuda"
+    if setting == "gpu" and not cuda:
+        raise DataError("data.decode: gpu decodes with nvjpeg on the training GPU and this run has no CUDA device; "
+                        "use auto or cpu")
+    if setting == "auto":
+        return "gpu" if cuda and kind == "imagenet" else "cpu"
+    return setting
+
+
 def _streaming(data_cfg, batch_size, eval_batch_size, seed, saved_split, rank, world_size, device) -> Prepared:
     reader, listing, kind, mean, std, side = streaming_plan(data_cfg)
     split = make_split(listing.count("train"), data_cfg, saved_split)
     train_tf = train_transform(kind, data_cfg.augment, mean, std, side)
     eval_tf = eval_transform(kind, data_cfg.augment, mean, std, side)
     holdout_tf = train_tf if data_cfg.holdout_transform == "train" else eval_tf
+    on_gpu = decode_on(data_cfg.decode, kind, device) == "gpu"
 
     def batches(split_name: str, idx: torch.Tensor, transform, train_mode: bool, bs: int) -> StreamingBatches:
         refs, labels = listing.splits[split_name]
-        files = ImageFiles(reader, [refs[i] for i in idx.tolist()], labels[idx.numpy()], transform, seed)
+        files = ImageFiles(reader, [refs[i] for i in idx.tolist()], labels[idx.numpy()],
+                           None if on_gpu else transform, seed)
         return StreamingBatches(files, bs, shuffle=train_mode, seed=seed, rank=rank if train_mode else 0,
                                 world_size=world_size if train_mode else 1,
                                 repeats=data_cfg.augment.repeated_augment if train_mode else 1,
                                 workers=decode_workers(data_cfg.workers), prefetch=data_cfg.prefetch, device=device,
-                                bad_images=data_cfg.bad_images, mean=mean, std=std)
+                                bad_images=data_cfg.bad_images, mean=mean, std=std,
+                                device_transform=transform if on_gpu else None)
 
     shard = slice(rank, None, world_size)  # evaluation: each rank every world_size-th image, none twice
     return Prepared(

@@ -11,9 +11,9 @@ import math
 import sys
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from .decode import decode_rgb
+from .decode import decode_jpegs, decode_tensor, encoded_jpeg
 from .errors import DataError
 from .transforms import normalize_batch
 
@@ -54,8 +54,28 @@ class _EpochSampler(Sampler):
         return math.ceil(self.n / self.world_size)
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's random transform in one epoch (every loader, any number of processes)."""
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
+
+
+def seeded(transform, image: torch.Tensor, seed: int, own_process: bool):
+    """`transform(image)` with torch's CPU RNG (where transforms.v2 draws, whatever the image's device) seeded by
+    `seed`; in a process that also trains (`own_process` False) inside fork_rng, so that the training RNG stays
+    untouched. Only the CPU generator is seeded: torch.manual_seed also queues every accelerator's seeding,
+    recording a stack trace each time (0.7 ms, half a JPEG decode, per sample)."""
+    if own_process:
+        torch.default_generator.manual_seed(seed)
+        return transform(image)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return transform(image)
+
+
 class ImageFiles(Dataset):
-    """(epoch, i) → (image tensor, label, i), or an error string when the file cannot be decoded."""
+    """(epoch, i) → (image tensor, label, i), or an error string when the file cannot be decoded. With
+    `transform=None` (data.decode: gpu) JPEGs stay encoded: (uint8 bytes, label, i, True), for the training
+    process to decode on its GPU; other formats are decoded here (…, False)."""
 
     def __init__(self, reader, refs: list, labels, transform, seed: int):
         self.reader, self.refs, self.labels, self.transform, self.seed = reader, refs, labels, transform, seed
@@ -65,43 +85,56 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         epoch, i = item
+        name = str(self.refs[i])
         try:
-            image = decode_rgb(self.reader.read(self.refs[i]), str(self.refs[i]))
+            data = self.reader.read(self.refs[i])
+            if self.transform is None:
+                if encoded_jpeg(data, name):
+                    return torch.frombuffer(bytearray(data), dtype=torch.uint8), int(self.labels[i]), i, True
+                return decode_tensor(data, name), int(self.labels[i]), i, False
+            image = decode_tensor(data, name)
         except DataError as err:
             return str(err)
-        with torch.random.fork_rng(devices=[]):  # the training process's own RNG stays untouched
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
-            try:
-                return self.transform(image), int(self.labels[i]), i
-            except DataError as err:  # an image the transform cannot take (SameSize)
-                return f"{self.refs[i]}: {err}"
+        try:
+            own = get_worker_info() is not None  # a decode process: its RNG is its own
+            return seeded(self.transform, image, sample_seed(self.seed, epoch, i), own), int(self.labels[i]), i
+        except DataError as err:  # an image the transform cannot take (SameSize)
+            return f"{name}: {err}"
 
 
-def _collate(items: list):
-    errors = [item for item in items if isinstance(item, str)]
+def _collate(items: list) -> dict:
+    """Good samples stacked (or, still encoded, listed), errors apart."""
     good = [item for item in items if not isinstance(item, str)]
-    if not good:
-        return None, None, None, errors
-    return (torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]),
-            torch.tensor([g[2] for g in good]), errors)
+    batch = {"errors": [item for item in items if isinstance(item, str)], "images": None}
+    if good:
+        encoded = len(good[0]) == 4
+        # default_collate stacks into shared memory in a decode process: no second copy on the way out
+        batch.update(images=[g[0] for g in good] if encoded else default_collate([g[0] for g in good]),
+                     labels=torch.tensor([g[1] for g in good]), ids=torch.tensor([g[2] for g in good]),
+                     encoded=[g[3] for g in good] if encoded else None)
+    return batch
 
 
 class StreamingBatches:
     """Per-rank batches of one split from a DataLoader over `ImageFiles`; `set_epoch` picks the order.
     Undecodable images are skipped and counted (`skipped`; one stderr line each) or, with
-    `bad_images="fail"`, stop the run with that line as a DataError."""
+    `bad_images="fail"`, stop the run with that line as a DataError. With `device_transform` (data.decode:
+    gpu) the files arrive encoded and are decoded on `device` (nvjpeg), then transformed there, each sample
+    seeded as a decode process would."""
 
     def __init__(self, files: ImageFiles, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
                  world_size: int = 1, repeats: int = 1, workers: int = 2, prefetch: int = 2,
                  device: torch.device | str = "cpu", bad_images: str = "skip", with_ids: bool = False,
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
+                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), device_transform=None):
         self.device = torch.device(device)
         self.mean, self.std = mean, std  # for uint8 batches (normalize_batch)
         self.sampler = _EpochSampler(len(files), seed, shuffle, rank, world_size, repeats)
         self.batch_size, self.bad_images, self.with_ids = batch_size, bad_images, with_ids
+        self.seed, self.device_transform = seed, device_transform
         self.skipped = 0
         self.loader = DataLoader(
             files, batch_size=batch_size, sampler=self.sampler, num_workers=workers, collate_fn=_collate,
+            generator=torch.Generator().manual_seed(seed),  # its base seed is not drawn from the training RNG
             pin_memory=self.device.type == "cuda", prefetch_factor=prefetch if workers else None,
             # the train loader's processes live for the run; evaluation starts its own when it runs
             persistent_workers=workers > 0 and shuffle, multiprocessing_context="forkserver" if workers else None)
@@ -112,15 +145,44 @@ class StreamingBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
+    def _skip(self, errors: list[str]) -> None:
+        for error in errors:
+            if self.bad_images == "fail":
+                raise DataError(f"{error} (data.bad_images: fail)")
+            self.skipped += 1
+            sys.stderr.write(f"skipped: {error}\n")
+
+    def _on_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoded JPEGs decoded in one nvjpeg call, every image transformed on the device."""
+        payloads, ids = batch["images"], batch["ids"].tolist()
+        jpegs = [p for p, encoded in zip(payloads, batch["encoded"]) if encoded]
+        decoded = iter(decode_jpegs(jpegs, [str(i) for i, e in zip(ids, batch["encoded"]) if e], self.device))
+        images, keep, errors = [], [], []
+        for k, (payload, encoded, i) in enumerate(zip(payloads, batch["encoded"], ids)):
+            image = next(decoded) if encoded else payload.to(self.device)
+            try:
+                if isinstance(image, DataError):
+                    raise image
+                images.append(seeded(self.device_transform, image, sample_seed(self.seed, self.sampler.epoch, i),
+                                     own_process=False))
+                keep.append(k)
+            except DataError as err:
+                errors.append(str(err))
+        self._skip(errors)
+        if not images:
+            raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {errors[0]}")
+        keep = torch.tensor(keep)
+        return torch.stack(images), batch["labels"][keep], batch["ids"][keep]
+
     def __iter__(self):
-        for images, labels, ids, errors in self.loader:
-            for error in errors:
-                if self.bad_images == "fail":
-                    raise DataError(f"{error} (data.bad_images: fail)")
-                self.skipped += 1
-                sys.stderr.write(f"skipped: {error}\n")
-            if images is None:  # a rank must never yield fewer batches than the others (DDP would stall)
-                raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {errors[0]}")
+        for batch in self.loader:
+            self._skip(batch["errors"])
+            if batch["images"] is None:  # a rank must never yield fewer batches than the others (DDP would stall)
+                raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {batch['errors'][0]}")
+            if batch["encoded"] is not None:
+                images, labels, ids = self._on_device(batch)
+            else:
+                images, labels, ids = batch["images"], batch["labels"], batch["ids"]
             images = normalize_batch(images.to(self.device, non_blocking=True), self.mean, self.std)
             labels = labels.to(self.device, non_blocking=True)
             yield (images, labels, ids) if self.with_ids else (images, labels)

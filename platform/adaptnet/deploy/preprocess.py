@@ -1,26 +1,27 @@
 """Encoded images (JPEG/PNG bytes) → the normalised batch a checkpoint's network expects, with torchvision
-transforms.v2: decode as the dataset cache does (PIL, RGB), then the run's own evaluation transform
+transforms.v2: decode as the streaming loaders do (libjpeg-turbo, RGB), then the run's own evaluation transform
 (`adaptnet.data.transforms.eval_transform`: ImageNet-style resize + centre crop); CIFAR-style runs, whose
 evaluation transform has no resize, get a resize + centre crop to their side (a no-op at that size)."""
 from __future__ import annotations
 
-import io
 import re
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from . import DeployError
 
 
 def decode(data: bytes, index: int = 0) -> torch.Tensor:
-    """One encoded image → 3×H×W uint8; a DeployError naming the row when it is not an image."""
+    """One encoded image → 3×H×W uint8 (the streaming loaders' decoder); a DeployError naming the row when it is
+    not an image."""
+    from ..data import DataError
+    from ..data.decode import decode_tensor
+
     try:
-        with Image.open(io.BytesIO(bytes(data))) as img:
-            return v2.functional.pil_to_tensor(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, TypeError) as err:
-        reason = re.sub(r" <[^>]*>", "", str(err).splitlines()[0]) if str(err) else type(err).__name__
+        return decode_tensor(bytes(data), f"row {index}")
+    except (DataError, TypeError) as err:
+        reason = re.sub(r" <[^>]*>", "", str(err).split("(", 1)[-1].rstrip(")")) if str(err) else type(err).__name__
         raise DeployError(f"image: row {index} is not a decodable image ({reason})") from None
 
 

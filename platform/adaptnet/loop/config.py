@@ -95,6 +95,10 @@ class DataConfig(Strict):
     workers: int | None = Field(None, ge=0, description="streaming decode processes per rank (torch loader; 0: "
                                 "in-process); None: the rank's CPUs less one for training, at most 16")
     prefetch: PositiveInt = Field(2, description="batches each decode process prepares ahead")
+    decode: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="where streamed JPEGs are decoded (torch loader): cpu: libjpeg-turbo in the decode "
+        "processes; gpu: nvjpeg in the training process, crops on the GPU (the processes only read bytes; needs "
+        "CUDA); auto: gpu for ImageNet-style transforms on a CUDA device, else cpu")
     bad_images: Literal["skip", "fail"] = Field(
         "skip", description="an undecodable image in a streaming run: skip it (counted, one stderr line) or fail")
     memory_limit_gb: float = Field(8.0, gt=0, description="auto picks memory only below this decoded size")

@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from ..data import DataError, choose_loader, inspect_dataset
+from ..data import DataError, choose_loader, decode_on, inspect_dataset
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, RunConfig, micro_batch
 
@@ -198,11 +198,17 @@ def saved_config(path: str | Path) -> tuple[dict, RunConfig]:
                               f"{_one_line(err)}") from None
 
 
-def check_train(cfg: RunConfig, restart: bool = False, workers: int | None = None) -> Path | None:
-    """Everything `adaptnet train` can check before it trains (`workers`: on Ray, how many); returns the
-    archived run directory, if any."""
+def check_train(cfg: RunConfig, restart: bool = False, workers: int | None = None,
+                gpus_per_worker: float | None = None) -> Path | None:
+    """Everything `adaptnet train` can check before it trains (`workers`: on Ray, how many, with
+    `gpus_per_worker`, None when Ray decides); returns the archived run directory, if any."""
     info = check_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
     loader = choose_loader(cfg.data, on_ray=workers is not None, info=info)
+    if cfg.data.decode == "gpu":
+        from .trainer import pick_device
+
+        cuda = pick_device(cfg.train.device).type == "cuda" if workers is None else gpus_per_worker != 0
+        decode_on("gpu", "imagenet", "cuda" if cuda else "cpu")  # gpu without CUDA: one line naming the field
     if info is not None:
         check_input_size(cfg, info, loader)
     from .pipeline import stage_configs

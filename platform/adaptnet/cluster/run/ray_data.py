@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ...data import DataError, Prepared, eval_indices, make_split, streaming_plan
-from ...data.decode import decode_rgb
+from ...data.decode import decode_tensor
 from ...data.transforms import eval_size, eval_transform, normalize_batch, train_transform
 
 TRAIN, HOLDOUT, TEST = "train", "holdout", "test"
@@ -38,7 +38,7 @@ class DecodeTransform:
             ref = json.loads(ref)
             ref = tuple(ref) if isinstance(ref, list) else ref
             try:
-                image = decode_rgb(self.reader.read(ref), str(ref))
+                image = decode_tensor(self.reader.read(ref), str(ref))
                 try:
                     image = self.transform(image)
                 except DataError as err:  # an image the transform cannot take (SameSize)
