@@ -39,7 +39,7 @@ def test_imagenet_sample_through_ray_data_two_workers_global_batch(tmp_path, ima
     assert_evaluation_equals_one_process(metrics, cfg.run_dir)  # each rank read its own evaluation shard
 
 
-def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_path, imagenet_tree, ray_cluster):
+def test_ray_data_shards_are_disjoint_cover_each_epoch_in_a_new_order_and_reproduce(tmp_path, imagenet_tree, ray_cluster):
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -64,17 +64,24 @@ def test_ray_data_shards_are_disjoint_and_cover_each_epoch_in_a_new_order(tmp_pa
         ray.train.report({"done": 1})
 
     cfg = load_config("cifar10-smoke", ["name=ids", f"output_dir={tmp_path}", f"data.dataset={imagenet_tree}",
-                                        "data.loader=ray", "data.holdout=0", "data.train_subset=96", *SMALL_IMAGENET])
-    kwargs, meta = trainer_data(cfg, 2)
-    TorchTrainer(_ids_per_rank, train_loop_config={"run": cfg.model_dump(), "out": str(tmp_path), "ray_data": meta},
-                 scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                 run_config=ray.train.RunConfig(storage_path=str(tmp_path / "store")), **kwargs).fit()
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    expected = sorted(meta["split"]["train"].tolist())
+                                        "data.loader=ray", "data.holdout=0", "data.train_subset=256", *SMALL_IMAGENET])
+
+    def fit(out):
+        out.mkdir()
+        meta = trainer_data(cfg)
+        TorchTrainer(_ids_per_rank, train_loop_config={"run": cfg.model_dump(), "out": str(out), "ray_data": meta},
+                     scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                     run_config=ray.train.RunConfig(storage_path=str(tmp_path / "store"), name=out.name)).fit()
+        return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)], ray.get(meta["plan"])
+
+    ranks, plan = fit(tmp_path / "first")
+    expected = sorted(range(len(plan.split["train"])))  # positions in the training list
     for epoch in range(2):
         a, b = ranks[0][epoch], ranks[1][epoch]
-        assert len(a) == len(b) == 48 and set(a).isdisjoint(b) and sorted(a + b) == expected
+        assert len(a) == len(b) == 128 and set(a).isdisjoint(b) and sorted(a + b) == expected
     assert ranks[0][0] + ranks[1][0] != ranks[0][1] + ranks[1][1]  # reshuffled between epochs
+    again, _ = fit(tmp_path / "again")
+    assert again == ranks  # the same seed: the same order on every rank, epoch by epoch
 
 
 def test_imta_stage_two_starts_from_stage_one_fetched_from_s3_storage(tmp_path, cifar10_spec, ray_cluster):
@@ -97,3 +104,52 @@ def test_imta_stage_two_starts_from_stage_one_fetched_from_s3_storage(tmp_path, 
     assert fetched.read_bytes() == selected
     saved = json.loads((Path(stage2.run_dir) / "config.json").read_text())
     assert saved["imta"]["stage1_checkpoint"] == saved["data"]["split_from"] == str(fetched)
+
+
+def test_every_loader_reads_one_tree_alike(tmp_path, ray_cluster):
+    """memory, torch, tar shards and Ray Data over one tree with train/, val/ and test/: the same classes, split,
+    held-out and test images and labels (val/ is the evaluation split, test/ is not read), and for the streaming
+    loaders the same training epoch, sample by sample and crop by crop."""
+    import numpy as np
+    import ray
+    from PIL import Image
+
+    from adaptnet.cluster.run.ray_data import worker_data
+    from adaptnet.data import prepare_data, streaming_plan
+    from adaptnet.data.shards import write_shards
+    from adaptnet.loop.config import DataConfig
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 6), ("val", 3), ("test", 4)):
+        for c in ("dog", "cat"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "tree" / split / c / f"{i}.jpg")
+    write_shards(str(tmp_path / "tree"), str(tmp_path / "shards"), shard_size=5)
+
+    def cfg(dataset, loader):
+        return DataConfig(dataset=str(tmp_path / dataset), loader=loader, holdout=4, normalization="imagenet",
+                          workers=0, cache_dir=str(tmp_path / "cache"))
+
+    def samples(data):
+        data.train.set_epoch(1)
+        return {name: [torch.cat(parts) for parts in zip(*batches)] for name, batches in
+                (("train", list(data.train)), ("holdout", list(data.holdout)), ("test", list(data.test)))}
+
+    ray_cfg = cfg("tree", "ray")
+    loaders = {"memory": prepare_data(cfg("tree", "memory"), 4, 4, seed=0),
+               "torch": prepare_data(cfg("tree", "torch"), 4, 4, seed=0),
+               "shards": prepare_data(cfg("shards", "torch"), 4, 4, seed=0),
+               "ray": worker_data({"plan": ray.put(streaming_plan(ray_cfg))}, 0, 1, "cpu")(ray_cfg, 4, 4, 0)}
+    seen = {name: samples(data) for name, data in loaders.items()}
+    for name, data in loaders.items():
+        assert data.classes == ["cat", "dog"] and data.transform == "cifar", name
+        assert {k: data.split[k].tolist() for k in ("train", "holdout")} == \
+            {k: loaders["memory"].split[k].tolist() for k in ("train", "holdout")}, name
+        assert len(seen[name]["test"][1]) == 6 and len(seen[name]["holdout"][1]) == 4, name  # val/: 2 × 3
+        for split in ("holdout", "test"):
+            assert torch.equal(seen[name][split][0], seen["memory"][split][0]), (name, split)
+            assert torch.equal(seen[name][split][1], seen["memory"][split][1]), (name, split)
+        assert torch.equal(seen[name]["train"][1], seen["memory"]["train"][1]), name  # the epoch's order
+        if name != "memory":  # the in-memory loader crops whole batches with its own generator
+            assert torch.equal(seen[name]["train"][0], seen["torch"]["train"][0]), name

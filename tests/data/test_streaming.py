@@ -174,7 +174,7 @@ def test_normalize_batch_equals_per_image_normalize_and_makes_its_stats_once_per
 
 
 def test_decode_processes_default_to_the_ranks_cpus_less_one_for_training():
-    from adaptnet.data import MAX_DECODE_WORKERS, decode_workers
+    from adaptnet.data.plan import MAX_DECODE_WORKERS, decode_workers
 
     assert [decode_workers(None, cpus) for cpus in (1, 2, 8, 64)] == [0, 1, 7, MAX_DECODE_WORKERS]
     assert decode_workers(3, 8) == 3 and decode_workers(0, 8) == 0  # a set value is kept

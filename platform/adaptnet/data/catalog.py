@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from .decode import image_size
 from .errors import DataError
-from .readers import INDEX_FILE, FolderReader, S3FolderReader, ShardReader, _S3Base, fetch_s3
+from .readers import INDEX_FILE, FolderReader, S3FolderReader, ShardReader, _S3Base, fetch_s3, scan_archive
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 TORCHVISION_SETS = ("cifar10", "cifar100")
@@ -157,33 +157,22 @@ TORCHVISION_COUNTS = {"cifar10": (10, 50_000, 10_000), "cifar100": (100, 50_000,
 
 
 def _inspect_archive(path: Path, spec: str, sample: int) -> DatasetInfo:
-    """One pass over an ImageFolder archive's members (no unpacking): counts, classes, the first headers."""
-    from .readers import split_and_class
-
-    found: dict[str, list[tuple[str, str]]] = {}
+    """One pass over an ImageFolder archive's members (no unpacking): the listing, the first headers."""
     sizes: dict[str, list[tuple[int, int]]] = {}
-    class_folders: set[str] = set()
+
+    def header(folder: str, member) -> None:
+        if len(sizes.setdefault(folder, [])) < sample:
+            try:
+                sizes[folder].append(image_size(tar.extractfile(member).read(), member.name))
+            except DataError:
+                pass  # the memory loader decodes every image and names a broken one
+
     try:
         with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
-                parts = Path(member.name).parts
-                parts = parts[1:] if len(parts) == 4 else parts  # one top-level folder is allowed
-                if member.isdir() and len(parts) == 2 and parts[0] == "train":
-                    class_folders.add(parts[1])
-                where = split_and_class(parts) if member.isfile() else None
-                if where:
-                    found.setdefault(where[0], []).append((where[1], member.name))
-                    if len(sizes.setdefault(where[0], [])) < sample:
-                        try:
-                            sizes[where[0]].append(image_size(tar.extractfile(member).read(), member.name))
-                        except DataError:
-                            pass  # the memory loader decodes every image and names a broken one
+            listing = scan_archive(tar, spec, header)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataError(f"data.dataset: cannot read archive {spec!r}: {str(err).splitlines()[0].rstrip(':')}") from None
-    from .readers import listing_from_paths
-
-    listing = listing_from_paths(spec, found, class_folders | {c for c, _ in found.get("train", [])})
-    eval_folder = "val" if found.get("val") else "test"
+    eval_folder = "val" if sizes.get("val") else "test"
     return DatasetInfo(spec, "archive", listing.classes, {s: listing.count(s) for s in listing.splits},
                        {"train": _size_stats(sizes.get("train", [])), "test": _size_stats(sizes.get(eval_folder, []))})
 

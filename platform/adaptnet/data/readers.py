@@ -67,6 +67,27 @@ def listing_from_paths(spec: str, found: dict[str, list[tuple[str, str]]], class
     return Listing(classes, splits)
 
 
+def scan_archive(tar, spec: str, on_image=None) -> Listing:
+    """One pass over an ImageFolder archive's members, by the same rule as every reader (one top-level folder
+    allowed; absolute and `..` names are never images): its Listing, refs being member names.
+    `on_image(split_folder, member)` sees each image member as it passes (for its bytes or header)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    class_folders: set[str] = set()
+    for member in tar:
+        parts = PurePosixPath(member.name).parts
+        if member.name.startswith("/") or ".." in parts:
+            continue
+        parts = parts[1:] if len(parts) == 4 else parts
+        if member.isdir() and len(parts) == 2 and parts[0] == "train":
+            class_folders.add(parts[1])
+        where = split_and_class(parts) if member.isfile() else None
+        if where:
+            found.setdefault(parts[0], []).append((where[1], member.name))
+            if on_image:
+                on_image(parts[0], member)
+    return listing_from_paths(spec, found, class_folders | {c for c, _ in found.get("train", [])})
+
+
 class FolderReader:
     def __init__(self, root: Path, spec: str):
         self.root, self.spec = root, spec

@@ -3,8 +3,9 @@ sets such as CIFAR; everything else streams, see catalog.py and streaming.py).
 
 A spec is one of:
   * `cifar10` / `cifar100`         torchvision's copy, downloaded into the cache root
-  * a folder or `.tar.gz`/`.tgz`/`.tar` of an ImageFolder tree with `train/` and `test/` (or `val/`)
-    sub-folders, one folder per class (labels = sorted class-folder names)
+  * a folder or `.tar.gz`/`.tgz`/`.tar` of an ImageFolder tree with `train/` and `val/` (or `test/`)
+    sub-folders, one folder per class, read by the readers' rule (readers.py): the same files, labels and
+    order as the streaming loaders
   * any of those archives or folders' archives at `s3://bucket/key` (boto3; the endpoint and keys come
     from the standard AWS environment variables, e.g. AWS_ENDPOINT_URL)
 
@@ -25,9 +26,9 @@ import torch
 from .catalog import ARCHIVE_SUFFIXES, default_cache_root, source_key
 from .decode import decode_rgb
 from .errors import DataError
-from .readers import IMAGE_SUFFIXES, fetch_s3, s3_cache_path  # noqa: F401 (s3_cache_path: re-exported)
+from .readers import FolderReader, Listing, fetch_s3, s3_cache_path, scan_archive  # noqa: F401 (s3_cache_path: re-exported)
 
-TEST_SPLIT_NAMES = ("test", "val")
+LISTING_RULE = 2  # in the cache key: caches decoded by an older reading of the tree are not reused
 
 
 @dataclass
@@ -50,7 +51,7 @@ def load_splits(spec: str, cache_root: str | Path | None = None) -> dict[str, Im
     if not local.exists():
         raise DataError(f"data.dataset: {spec!r} does not exist (expected cifar10, cifar100, an ImageFolder "
                         f"folder or .tar.gz, local or s3://)")
-    key = source_key(local)
+    key = source_key(local, LISTING_RULE)
     cached = cache / "decoded" / f"{key}.pt"
     if cached.exists():
         return _read_cache(cached)
@@ -76,65 +77,35 @@ def _write_cache(path: Path, splits: dict[str, ImageTensors]) -> None:
     tmp.replace(path)  # atomic: concurrent workers never read a half-written cache
 
 
-def _split_of(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """('…', 'train', 'cat', 'x.jpg') → ('train', 'cat'); None for anything that is not an image."""
-    if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
-        return None
-    split, cls = parts[-3], parts[-2]
-    if any(part in ("..", "") for part in parts) or parts[0] == "/":  # never trust an archive's member names
-        return None
-    if split == "train":
-        return "train", cls
-    if split in TEST_SPLIT_NAMES:
-        return "test", cls
-    return None
-
-
-def _stack(spec: str, found: dict[str, list[tuple[str, bytes]]]) -> dict[str, ImageTensors]:
-    missing = [s for s in ("train", "test") if not found.get(s)]
-    if missing:
-        raise DataError(f"data.dataset: {spec!r} has no images under a {'/'.join(missing)} split "
-                        f"(expected train/<class>/*.jpg and test/<class>/*.jpg)")
-    classes = sorted({cls for items in found.values() for cls, _, _ in items})
-    index = {c: i for i, c in enumerate(classes)}
+def _decode(spec: str, listing: Listing, read) -> dict[str, ImageTensors]:
+    """Every image of the listing decoded, in the listing's order (the streaming loaders' order and labels)."""
     splits = {}
-    for split, items in found.items():
-        images, labels = [], []
-        for cls, data, name in items:
-            pixels = np.array(decode_rgb(data, f"{spec!r} member {name}"))
-            images.append(torch.from_numpy(pixels).permute(2, 0, 1))
-            labels.append(index[cls])
+    for split, (refs, labels) in listing.splits.items():
+        images = [torch.from_numpy(np.array(decode_rgb(read(ref), f"{spec!r} member {ref}"))).permute(2, 0, 1)
+                  for ref in refs]
         sizes = {tuple(i.shape) for i in images}
         if len(sizes) != 1:
             raise DataError(f"data.dataset: {spec!r} {split} images differ in size ({len(sizes)} sizes); "
                             "the decoded-tensor cache needs one size: use data.loader: torch (streaming)")
-        splits[split] = ImageTensors(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes)
+        splits[split] = ImageTensors(torch.stack(images), torch.from_numpy(labels), listing.classes)
     return splits
 
 
 def _decode_archive(path: Path, spec: str) -> dict[str, ImageTensors]:
-    found: dict[str, list[tuple[str, bytes, str]]] = {"train": [], "test": []}
+    """One pass over the archive (no unpacking): its listing, by the readers' rule, and every image's bytes."""
+    payload: dict[str, bytes] = {}
     try:
         with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
-                where = _split_of(tuple(Path(member.name).parts)) if member.isfile() else None
-                if where:
-                    found[where[0]].append((where[1], tar.extractfile(member).read(), member.name))
+            listing = scan_archive(tar, spec, lambda _, member: payload.__setitem__(member.name, tar.extractfile(member).read()))
     except (tarfile.TarError, OSError, EOFError) as err:
         reason = str(err).splitlines()[0].rstrip(":")
         raise DataError(f"data.dataset: cannot read archive {spec!r}: {reason}") from None
-    for items in found.values():
-        items.sort(key=lambda item: item[0])  # stable: keeps file order within a class
-    return _stack(spec, found)
+    return _decode(spec, listing, payload.pop)
 
 
 def _decode_folder(root: Path, spec: str) -> dict[str, ImageTensors]:
-    found: dict[str, list[tuple[str, bytes, str]]] = {"train": [], "test": []}
-    for path in sorted(root.rglob("*")):
-        where = _split_of(path.relative_to(root).parts) if path.is_file() else None
-        if where:
-            found[where[0]].append((where[1], path.read_bytes(), str(path.relative_to(root))))
-    return _stack(spec, found)
+    reader = FolderReader(root, spec)
+    return _decode(spec, reader.listing(), reader.read)
 
 
 def _torchvision_cifar(name: str, cache: Path) -> dict[str, ImageTensors]:

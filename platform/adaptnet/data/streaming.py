@@ -130,14 +130,22 @@ class StreamingBatches:
         self.mean, self.std = mean, std  # for uint8 batches (normalize_batch)
         self.sampler = _EpochSampler(len(files), seed, shuffle, rank, world_size, repeats)
         self.batch_size, self.bad_images, self.with_ids = batch_size, bad_images, with_ids
-        self.seed, self.device_transform = seed, device_transform
+        self.files, self.seed, self.device_transform = files, seed, device_transform
+        self.workers, self.prefetch, self.shuffle = workers, prefetch, shuffle
         self.skipped = 0
-        self.loader = DataLoader(
-            files, batch_size=batch_size, sampler=self.sampler, num_workers=workers, collate_fn=_collate,
-            generator=torch.Generator().manual_seed(seed),  # its base seed is not drawn from the training RNG
-            pin_memory=self.device.type == "cuda", prefetch_factor=prefetch if workers else None,
-            # the train loader's processes live for the run; evaluation starts its own when it runs
-            persistent_workers=workers > 0 and shuffle, multiprocessing_context="forkserver" if workers else None)
+        self._loader = None
+
+    def _collated(self):
+        """This epoch's batches as `_collate` makes them: here from a DataLoader (made once, so that the train
+        loader's processes live for the run; evaluation starts its own when it runs)."""
+        if self._loader is None:
+            self._loader = DataLoader(
+                self.files, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.workers,
+                collate_fn=_collate, generator=torch.Generator().manual_seed(self.seed),  # not the training RNG
+                pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
+                persistent_workers=self.workers > 0 and self.shuffle,
+                multiprocessing_context="forkserver" if self.workers else None)
+        return iter(self._loader)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.epoch = epoch
@@ -175,7 +183,7 @@ class StreamingBatches:
         return torch.stack(images), batch["labels"][keep], batch["ids"][keep]
 
     def __iter__(self):
-        for batch in self.loader:
+        for batch in self._collated():
             self._skip(batch["errors"])
             if batch["images"] is None:  # a rank must never yield fewer batches than the others (DDP would stall)
                 raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {batch['errors'][0]}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from ..data import _side, choose_loader, decode_workers, inspect_dataset, transform_kind
+from ..data import inspect_dataset
+from ..data.plan import _side, choose_loader, decode_workers, transform_kind
 from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training

@@ -47,7 +47,7 @@ def check_input_size(cfg: RunConfig, info, loader: str) -> int:
     nothing computed); returns their side."""
     import torch
 
-    from ..data import _side, transform_kind
+    from ..data.plan import _side, transform_kind
     from ..data.transforms import eval_size
     from ..models import create_model
 

@@ -33,5 +33,5 @@ class WorkerJob:
     mlflow_run_id: str               # the run rank 0 logs to (a restored checkpoint's own id wins)
     threads: int                     # torch threads per worker unless train.threads is set
     handoff: Any = None              # the previous stage's result checkpoint: its selected.pt starts this stage
-    ray_data: dict | None = None     # Ray Data metadata (run/ray_data.py) when the loader is `ray`
+    ray_data: dict | None = None     # the driver's data plan (run/ray_data.py) when the loader is `ray`
     hooks: RunHooks = field(default_factory=RunHooks)

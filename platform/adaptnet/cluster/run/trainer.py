@@ -35,37 +35,36 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return RunConfig.model_validate(tree)
 
 
-def trainer_data(cfg: RunConfig, workers: int = 1) -> tuple[dict, dict | None]:
-    """(TorchTrainer keyword arguments, the job's Ray Data metadata) for the run's data: Ray Data datasets built
-    here on the driver when the loader is `ray`, nothing otherwise (workers load data themselves)."""
+def trainer_data(cfg: RunConfig) -> dict | None:
+    """The job's Ray Data plan when the loader is `ray` (decided here, on the driver), else None (workers load
+    their data themselves)."""
     from ...data import choose_loader
 
     if choose_loader(cfg.data, on_ray=True) != "ray":
-        return {}, None
-    from .ray_data import build_datasets, data_config
+        return None
+    from .ray_data import driver_plan
 
-    datasets, meta = build_datasets(cfg, workers)
-    return {"datasets": datasets, "dataset_config": data_config()}, meta
+    return driver_plan(cfg)
 
 
 def build_trainer(cfg: RunConfig, scaling: Scaling, name: str, storage: str | None, *, tracking_uri: str,
                   run_id: str, handoff=None, hooks: RunHooks | None = None, callbacks=(), max_failures: int = 0,
                   keep_checkpoints: int = 2):
-    """A TorchTrainer running `worker_loop` on the `WorkerJob` of `cfg` (paths made absolute, Ray Data built here
-    when the loader is `ray`), named `name` in `storage` (Train V2 resumes a trainer by storage path + name)."""
+    """A TorchTrainer running `worker_loop` on the `WorkerJob` of `cfg` (paths made absolute, the Ray Data plan
+    made here when the loader is `ray`), named `name` in `storage` (Train V2 resumes a trainer by storage path +
+    name)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from .worker import worker_loop
 
     cfg = absolute_paths(cfg)
-    data_kwargs, ray_data = trainer_data(cfg, scaling.workers)
+    ray_data = trainer_data(cfg)
     job = WorkerJob(run=cfg.model_dump(), tracking_uri=tracking_uri, mlflow_run_id=run_id, threads=scaling.threads(),
                     handoff=handoff, ray_data=ray_data, hooks=hooks or RunHooks())
     storage_path, filesystem = storage_target(storage)
     return TorchTrainer(
         worker_loop,
-        **data_kwargs,
         train_loop_config={"job": job},
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.workers, use_gpu=scaling.gpus_per_worker > 0,
