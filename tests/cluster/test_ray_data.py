@@ -133,6 +133,7 @@ def test_every_loader_reads_one_tree_alike(tmp_path, ray_cluster):
 
     def samples(data):
         data.train.set_epoch(1)
+        data.train.with_ids = data.loader != "memory"
         return {name: [torch.cat(parts) for parts in zip(*batches)] for name, batches in
                 (("train", list(data.train)), ("holdout", list(data.holdout)), ("test", list(data.test)))}
 
@@ -150,6 +151,38 @@ def test_every_loader_reads_one_tree_alike(tmp_path, ray_cluster):
         for split in ("holdout", "test"):
             assert torch.equal(seen[name][split][0], seen["memory"][split][0]), (name, split)
             assert torch.equal(seen[name][split][1], seen["memory"][split][1]), (name, split)
-        assert torch.equal(seen[name]["train"][1], seen["memory"]["train"][1]), name  # the epoch's order
-        if name != "memory":  # the in-memory loader crops whole batches with its own generator
-            assert torch.equal(seen[name]["train"][0], seen["torch"]["train"][0]), name
+        if name in ("torch", "ray"):  # the epoch's order; the in-memory loader crops with its own generator
+            assert torch.equal(seen[name]["train"][1], seen["memory"]["train"][1]), name
+            assert all(torch.equal(seen[name]["train"][k], seen["torch"]["train"][k]) for k in (0, 2)), name
+    # the shards' training split streams whole shards: its own order, the same samples and crops
+    by_id = {name: {int(i): x for x, i in zip(seen[name]["train"][0], seen[name]["train"][2])} for name in ("shards", "torch")}
+    assert by_id["shards"].keys() == by_id["torch"].keys()
+    assert all(torch.equal(by_id["shards"][i], by_id["torch"][i]) for i in by_id["torch"])
+    # WebDataset's layout: Ray Data's own reader takes our shards (the index beside them is not a tar)
+    rows = ray.data.read_webdataset(str(tmp_path / "shards"), file_extensions=["tar"], decoder=None).take_all()
+    keys = {row["__key__"]: row for row in rows}
+    assert len(rows) == 12 + 6 and int(keys["train00000000"]["cls"]) == 0
+    assert bytes(keys["train00000000"]["jpg"]) == (tmp_path / "tree" / "train" / "cat" / "0.jpg").read_bytes()
+
+
+def test_ray_data_counts_the_images_it_skips(tmp_path, ray_cluster):
+    import numpy as np
+    import ray
+    from PIL import Image
+
+    from adaptnet.cluster.run.ray_data import worker_data
+    from adaptnet.data import streaming_plan
+    from adaptnet.loop.config import DataConfig
+
+    for split in ("train", "val"):
+        (tmp_path / "tree" / split / "a").mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((32, 32, 3), 10 * i, np.uint8)).save(tmp_path / "tree" / split / "a" / f"{i}.jpg")
+    broken = tmp_path / "tree" / "train" / "a" / "3.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    cfg = DataConfig(dataset=str(tmp_path / "tree"), loader="ray", holdout=0, normalization="imagenet")
+    data = worker_data({"plan": ray.put(streaming_plan(cfg))}, 0, 1, "cpu")(cfg, 2, 2, 0)
+    for epoch in range(2):
+        data.train.set_epoch(epoch)
+        assert sum(len(y) for _, y in data.train) == 4
+        assert data.train.skipped == epoch + 1  # logged as data/skipped_images

@@ -14,7 +14,8 @@ from .catalog import DatasetInfo, TORCHVISION_SETS, inspect_dataset, open_reader
 from .decode import decode_tensor
 from .errors import DataError
 from .loader import CIFAR10_CLASSES, NORMALIZATION, holdout_split
-from .readers import Listing
+from .readers import Listing, ShardReader
+from .shard_stream import ShardStream
 from .streaming import ImageFiles, StreamingBatches
 from .transforms import eval_size, eval_transform, train_transform
 
@@ -172,17 +173,20 @@ def streamed(plan: StreamPlan, data_cfg, batch_size: int, eval_batch_size: int, 
     eval_tf = eval_transform(kind, data_cfg.augment, mean, std, side)
     holdout_tf = train_tf if data_cfg.holdout_transform == "train" else eval_tf
     on_gpu = decode_on(data_cfg.decode, kind, device) == "gpu"
+    stream = data_cfg.shard_reading == "stream" and isinstance(plan.reader, ShardReader)
 
     def batches(split_name: str, idx: torch.Tensor, transform, train_mode: bool, bs: int) -> StreamingBatches:
         refs, labels = listing.splits[split_name]
         files = ImageFiles(plan.reader, [refs[i] for i in idx.tolist()], labels[idx.numpy()],
                            None if on_gpu else transform, seed)
+        repeats = data_cfg.augment.repeated_augment if train_mode else 1
+        streams = stream and train_mode and repeats == 1  # tar shards' training split: whole shards, streamed
         return batches_class(files, bs, shuffle=train_mode, seed=seed, rank=rank if train_mode else 0,
-                                world_size=world_size if train_mode else 1,
-                                repeats=data_cfg.augment.repeated_augment if train_mode else 1,
-                                workers=decode_workers(data_cfg.workers), prefetch=data_cfg.prefetch, device=device,
-                                bad_images=data_cfg.bad_images, mean=mean, std=std,
-                                device_transform=transform if on_gpu else None, with_ids=with_ids)
+                             world_size=world_size if train_mode else 1, repeats=repeats,
+                             workers=decode_workers(data_cfg.workers), prefetch=data_cfg.prefetch, device=device,
+                             bad_images=data_cfg.bad_images, mean=mean, std=std,
+                             device_transform=transform if on_gpu else None, with_ids=with_ids,
+                             stream=ShardStream(files, seed, rank, world_size, data_cfg.shuffle_buffer) if streams else None)
 
     shard = slice(rank, None, world_size)  # evaluation: each rank every world_size-th image, none twice
     return Prepared(

@@ -4,7 +4,8 @@ returning any sample's encoded bytes by reference, so loaders can read in any or
   FolderReader   an ImageFolder tree on local disk: train/<class>/*.jpg and val/ (or test/)
   S3FolderReader the same tree under s3://bucket/prefix (one listing, then one GET per sample)
   ShardReader    tar shards plus `index.json` (`adaptnet data shard`), local or s3://; a sample is a byte
-                 range of one shard (seek locally, a ranged GET on S3), so nothing is listed or unpacked
+                 range of one shard (seek locally, a ranged GET on S3), so nothing is listed or unpacked; the
+                 training split streams whole shards (`open_span`, shard_stream.py)
 
 A listing is `{split: (refs, labels)}` with refs in a fixed order (class, then path), so a held-out split
 drawn on indices means the same files in every loader and on every node.
@@ -213,6 +214,24 @@ class ShardReader:
             samples = np.asarray(table["samples"], dtype=np.int64).reshape(-1, 4)  # shard, offset, size, label
             splits[split] = ([tuple(int(v) for v in row[:3]) for row in samples], samples[:, 3].copy())
         return Listing(list(self.index["classes"]), splits)
+
+    def open_span(self, shard: int, start: int, end: int):
+        """A file-like object reading bytes [start, end) of one shard front to back: one ranged GET on S3."""
+        name = self.index["shards"][shard]
+        if self.s3:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                return self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.s3._key(name),
+                                                 Range=f"bytes={start}-{end - 1}")["Body"]
+            except (BotoCoreError, ClientError) as err:
+                raise DataError(f"data.dataset: cannot read s3://{self.s3.bucket}/{self.s3._key(name)}: {err}") from None
+        try:
+            handle = open(self.root / name, "rb")
+        except OSError as err:
+            raise DataError(f"data.dataset: {self.spec!r} cannot read {name}: {err.strerror}") from None
+        handle.seek(start)
+        return handle
 
     def read(self, ref: tuple[int, int, int]) -> bytes:
         shard, offset, size = ref

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 
 from .decode import decode_jpegs, decode_tensor, encoded_jpeg
 from .errors import DataError
+from .rebatch import rebatch
 from .transforms import normalize_batch
 
 
@@ -85,9 +86,16 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         epoch, i = item
-        name = str(self.refs[i])
         try:
             data = self.reader.read(self.refs[i])
+        except DataError as err:
+            return str(err)
+        return self.sample(epoch, i, data)
+
+    def sample(self, epoch: int, i: int, data: bytes):
+        """Sample i of the list from its bytes (read at random, or streamed with its shard)."""
+        name = str(self.refs[i])
+        try:
             if self.transform is None:
                 if encoded_jpeg(data, name):
                     return torch.frombuffer(bytearray(data), dtype=torch.uint8), int(self.labels[i]), i, True
@@ -100,6 +108,9 @@ class ImageFiles(Dataset):
             return seeded(self.transform, image, sample_seed(self.seed, epoch, i), own), int(self.labels[i]), i
         except DataError as err:  # an image the transform cannot take (SameSize)
             return f"{name}: {err}"
+
+
+STREAM_CHUNK = 8  # samples a streaming decode process hands over at a time (regrouped into batches)
 
 
 def _collate(items: list) -> dict:
@@ -125,7 +136,7 @@ class StreamingBatches:
     def __init__(self, files: ImageFiles, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
                  world_size: int = 1, repeats: int = 1, workers: int = 2, prefetch: int = 2,
                  device: torch.device | str = "cpu", bad_images: str = "skip", with_ids: bool = False,
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), device_transform=None):
+                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), device_transform=None, stream=None):
         self.device = torch.device(device)
         self.mean, self.std = mean, std  # for uint8 batches (normalize_batch)
         self.sampler = _EpochSampler(len(files), seed, shuffle, rank, world_size, repeats)
@@ -134,10 +145,17 @@ class StreamingBatches:
         self.workers, self.prefetch, self.shuffle = workers, prefetch, shuffle
         self.skipped = 0
         self._loader = None
+        self.stream = stream  # an IterableDataset of the epoch in place of files + sampler (shard_stream.py)
 
     def _collated(self):
         """This epoch's batches as `_collate` makes them: here from a DataLoader (made once, so that the train
         loader's processes live for the run; evaluation starts its own when it runs)."""
+        if self.stream is not None:  # new processes each epoch: they take the stream with this epoch's number
+            self.stream.epoch = self.sampler.epoch
+            chunks = DataLoader(self.stream, batch_size=STREAM_CHUNK, num_workers=self.workers, collate_fn=_collate,
+                                pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
+                                multiprocessing_context="forkserver" if self.workers else None)
+            return rebatch(iter(chunks), self.batch_size)
         if self._loader is None:
             self._loader = DataLoader(
                 self.files, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.workers,
