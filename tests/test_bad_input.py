@@ -167,6 +167,8 @@ CASES = [
     ("data-no-val-split", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:nosplit}"], "data.dataset"),
     ("data-empty-class", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:emptyclass}"], "data.dataset"),
     ("data-shards-no-index", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:noindex}"], "data.dataset"),
+    ("data-shard-not-indexed", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:strayshard}"], "data.dataset"),
+    ("data-shard-missing", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:lostshard}"], "data.dataset"),
     ("data-workers-no-split", ["adaptnet", "train", "cifar10-smoke", "data.dataset={data:nosplit}", *W], "data.dataset"),
     ("data-loader-ray-one-process", ["adaptnet", "train", "cifar10-smoke", "data.loader=ray"], "data.loader"),
     ("data-loader-unknown", ["adaptnet", "train", "cifar10-smoke", "data.loader=dali"], "data.loader"),
@@ -267,6 +269,10 @@ def _bad_datasets(data: Path) -> None:
     Image.new("RGB", (12, 12), (90, 30, 200)).save(data / "oddsize" / "train" / "a" / "odd.jpg")
     write_shards(str(data / "good"), str(data / "noindex"), shard_size=1)
     (data / "noindex" / "index.json").unlink()
+    write_shards(str(data / "good"), str(data / "strayshard"), shard_size=1)  # a shard its index does not name
+    (data / "strayshard" / "train-00099.tar").write_bytes((data / "strayshard" / "train-00000.tar").read_bytes())
+    write_shards(str(data / "good"), str(data / "lostshard"), shard_size=1)  # a shard its index names, gone
+    (data / "lostshard" / "train-00000.tar").unlink()
 
 
 def _argv(case_argv: list[str], root: Path, closed: int) -> list[str]:

@@ -117,3 +117,21 @@ def test_webdataset_reads_our_shards(shards):
     assert [s["__key__"] for s in samples] == [f"train{i:08d}" for i in range(4)]
     assert all(int(s["cls"]) == 0 for s in samples)
     Image.open(io.BytesIO(samples[0]["jpg"])).verify()
+
+
+def test_the_compact_index_and_the_older_json_one_list_alike(shards):
+    import json
+
+    from adaptnet.data.catalog import open_reader
+
+    compact = open_reader(str(shards)).listing()
+    index = json.loads((shards / "index.json").read_text())
+    assert index["format"] == "adaptnet-shards/2" and index["splits"]["train"]["samples"] == "samples-train.npy"
+    for table in index["splits"].values():  # adaptnet-shards/1: the sample rows inside index.json
+        table["samples"] = np.load(shards / table["samples"]).tolist()
+    (shards / "index.json").write_text(json.dumps({**index, "format": "adaptnet-shards/1"}))
+    older = open_reader(str(shards)).listing()
+    for split in ("train", "test"):
+        assert np.array_equal(older.splits[split][0], compact.splits[split][0])
+        assert np.array_equal(older.splits[split][1], compact.splits[split][1])
+    assert older.classes == compact.classes == ["a", "b"]

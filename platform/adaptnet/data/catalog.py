@@ -137,7 +137,7 @@ def _sampled_sizes(reader, refs: list, picks) -> tuple[list[tuple[int, int]], li
     sizes, errors = [], []
     for i in picks:
         try:
-            sizes.append(image_size(reader.read(refs[i]), str(refs[i])))
+            sizes.append(image_size(reader.read(refs[i]), reader.describe(refs[i])))
         except DataError as err:  # skipped or fatal when training reaches it (data.bad_images)
             errors.append(str(err))
     return sizes, errors

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .catalog import DatasetInfo, TORCHVISION_SETS, inspect_dataset, open_reader
@@ -133,7 +134,7 @@ def streaming_plan(data_cfg, info: DatasetInfo | None = None, saved_split: dict 
         decoded = []
         for i in picks:
             try:
-                decoded.append(plain(decode_tensor(reader.read(refs[i]), str(refs[i]))).float() / 255)
+                decoded.append(plain(decode_tensor(reader.read(refs[i]), reader.describe(refs[i]))).float() / 255)
             except DataError:  # counted (or fatal) when training reaches it
                 continue
         pixels = torch.stack(decoded)
@@ -177,8 +178,8 @@ def streamed(plan: StreamPlan, data_cfg, batch_size: int, eval_batch_size: int, 
 
     def batches(split_name: str, idx: torch.Tensor, transform, train_mode: bool, bs: int) -> StreamingBatches:
         refs, labels = listing.splits[split_name]
-        files = ImageFiles(plan.reader, [refs[i] for i in idx.tolist()], labels[idx.numpy()],
-                           None if on_gpu else transform, seed)
+        picked = refs[idx.numpy()] if isinstance(refs, np.ndarray) else [refs[i] for i in idx.tolist()]  # shards: rows
+        files = ImageFiles(plan.reader, picked, labels[idx.numpy()], None if on_gpu else transform, seed)
         repeats = data_cfg.augment.repeated_augment if train_mode else 1
         streams = stream and train_mode and repeats == 1  # tar shards' training split: whole shards, streamed
         return batches_class(files, bs, shuffle=train_mode, seed=seed, rank=rank if train_mode else 0,

@@ -13,6 +13,7 @@ drawn on indices means the same files in every loader and on every node.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -26,7 +27,8 @@ from .errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")  # the evaluation split is val/ when there is one, else test/
 INDEX_FILE = "index.json"
-SHARD_FORMAT = "adaptnet-shards/1"
+SHARD_FORMAT = "adaptnet-shards/2"  # /1 held the sample rows in index.json; still read
+SAMPLES_FILE = "samples-{split}.npy"
 
 
 @dataclass
@@ -109,6 +111,10 @@ class FolderReader:
     def read(self, ref: str) -> bytes:
         return (self.root / ref).read_bytes()
 
+    @staticmethod
+    def describe(ref: str) -> str:
+        return ref
+
 
 def s3_client():
     """A boto3 client for this process (endpoint and keys from the standard AWS_* variables)."""
@@ -178,6 +184,10 @@ class S3FolderReader(_S3Base):
     def read(self, ref: str) -> bytes:
         return self.get(ref)
 
+    @staticmethod
+    def describe(ref: str) -> str:
+        return ref
+
 
 class ShardReader:
     """Tar shards with an index: `index.json` (classes, shards, per-split counts and sample tables)."""
@@ -190,7 +200,7 @@ class ShardReader:
         raw = self._read_file(INDEX_FILE)
         try:
             self.index = json.loads(raw)
-            assert self.index.get("format") == SHARD_FORMAT
+            assert self.index.get("format") in (SHARD_FORMAT, "adaptnet-shards/1")
         except (ValueError, AssertionError):
             raise DataError(f"data.dataset: {spec!r} {INDEX_FILE} is not an adaptnet shard index") from None
 
@@ -206,14 +216,41 @@ class ShardReader:
         return {**self.__dict__, "_files": {}}
 
     def listing(self) -> Listing:
+        """refs: an (N, 3) int64 array of (shard, offset, size) rows, one per sample (compact at 1.28M)."""
         splits = {}
         for split in ("train", "test"):
             table = self.index["splits"].get(split)
             if not table:
                 raise DataError(f"data.dataset: {self.spec!r} index has no {split} split")
-            samples = np.asarray(table["samples"], dtype=np.int64).reshape(-1, 4)  # shard, offset, size, label
-            splits[split] = ([tuple(int(v) for v in row[:3]) for row in samples], samples[:, 3].copy())
+            rows = table["samples"]
+            if isinstance(rows, str):  # adaptnet-shards/2: a .npy file beside the index
+                try:
+                    rows = np.load(io.BytesIO(self._read_file(rows)), allow_pickle=False)
+                except ValueError as err:
+                    raise DataError(f"data.dataset: {self.spec!r} {table['samples']} is not a sample table ({err})") from None
+            samples = np.asarray(rows, dtype=np.int64).reshape(-1, 4)  # shard, offset, size, label
+            splits[split] = (samples[:, :3].copy(), samples[:, 3].copy())
+        self._check_shards(splits)
         return Listing(list(self.index["classes"]), splits)
+
+    def _check_shards(self, splits: dict) -> None:
+        """Every shard a sample points to is in the index and, on local disk, there; no tar beside it is
+        missing from the index (shards and index written apart)."""
+        named = set(self.index["shards"])
+        used = max((int(refs[:, 0].max()) for refs, _ in splits.values() if len(refs)), default=-1)
+        if used >= len(named):
+            raise DataError(f"data.dataset: {self.spec!r} a sample points to shard {used}, the index names {len(named)}")
+        if self.root is None:
+            return
+        missing = sorted(n for n in named if not (self.root / n).exists())
+        stray = sorted(p.name for p in self.root.glob("*.tar") if p.name not in named)
+        if missing or stray:
+            what = f"shard {missing[0]} is in its index but missing" if missing else f"shard {stray[0]} has no index entry"
+            raise DataError(f"data.dataset: {self.spec!r} {what} (write shards with their index: adaptnet data shard "
+                            "SRC DST)")
+
+    def describe(self, ref) -> str:
+        return f"{self.index['shards'][int(ref[0])]}@{int(ref[1])}"
 
     def open_span(self, shard: int, start: int, end: int):
         """A file-like object reading bytes [start, end) of one shard front to back: one ranged GET on S3."""
@@ -233,8 +270,8 @@ class ShardReader:
         handle.seek(start)
         return handle
 
-    def read(self, ref: tuple[int, int, int]) -> bytes:
-        shard, offset, size = ref
+    def read(self, ref) -> bytes:
+        shard, offset, size = (int(v) for v in ref)
         name = self.index["shards"][shard]
         if self.s3:
             return self.s3.get(name, (offset, size))

@@ -52,12 +52,12 @@ class ShardStream(IterableDataset):
     def _read(self, run: np.ndarray):
         """(position, bytes) of a run's samples, from one sequential read of its span of the shard."""
         refs = self.files.refs
-        shard, start, _ = refs[run[0]]
-        end = refs[run[-1]][1] + refs[run[-1]][2]
+        shard, start = int(refs[run[0]][0]), int(refs[run[0]][1])
+        end = int(refs[run[-1]][1] + refs[run[-1]][2])
         with self.files.reader.open_span(shard, start, end) as span:
             at = start
             for i in run:
-                _, offset, size = refs[i]
+                offset, size = int(refs[i][1]), int(refs[i][2])
                 span.read(offset - at)  # the tar headers (and samples of other splits) between two samples
                 data = span.read(size)
                 if len(data) != size:

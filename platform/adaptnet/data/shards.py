@@ -1,7 +1,8 @@
 """`adaptnet data shard SRC DST`: an ImageFolder (any spec a reader opens) → WebDataset-style tar shards
-(`<key>.jpg` + `<key>.cls` per sample) plus `index.json`: classes, shard names, per-split counts, image-size
-statistics and each sample's byte range, so a reader needs no listing and no unpacking (ImageNet's 1.28M
-objects are slow to list on S3; 1,000 shards are not).
+(`<key>.jpg` + `<key>.cls` per sample) plus an index: `index.json` (classes, shard names, per-split counts,
+image-size statistics) and, per split, `samples-<split>.npy` (each sample's shard, byte offset, size and label
+as int64 rows), so a reader needs no listing and no unpacking (ImageNet's 1.28M objects are slow to list on
+S3; 1,000 shards are not), and loads 1.28M sample rows in milliseconds (as JSON: seconds and ~1 GB).
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from .catalog import _size_stats, open_reader
 from .decode import image_size
 from .errors import DataError
-from .readers import INDEX_FILE, SHARD_FORMAT, parse_s3, s3_client
+from .readers import INDEX_FILE, SAMPLES_FILE, SHARD_FORMAT, parse_s3, s3_client
 
 
 def _write_shard(path: Path, samples: list[tuple[str, bytes, int]]) -> list[tuple[int, int]]:
@@ -42,6 +45,7 @@ def write_shards(src: str, dst: str, shard_size: int, cache_dir: str | None = No
             raise DataError(f"DST: {dst!r} exists and is not empty (shards are never written over other files)")
         out.mkdir(parents=True, exist_ok=True)
     index = {"format": SHARD_FORMAT, "source": src, "classes": listing.classes, "shards": [], "splits": {}, "sizes": {}}
+    tables = {}
     for split, (refs, labels) in listing.splits.items():
         rows, sizes = [], []
         sample_every = max(1, len(refs) // 256)
@@ -51,18 +55,27 @@ def write_shards(src: str, dst: str, shard_size: int, cache_dir: str | None = No
             for i in range(start, min(start + shard_size, len(refs))):
                 data = reader.read(refs[i])
                 if i % sample_every == 0:
-                    sizes.append(image_size(data, str(refs[i])))
+                    sizes.append(image_size(data, reader.describe(refs[i])))
                 batch.append((f"{split}{i:08d}", data, int(labels[i])))
             ranges = _write_shard(out / name, batch)
             shard = len(index["shards"])
             index["shards"].append(name)
             rows += [[shard, offset, size, label] for (offset, size), (_, _, label) in zip(ranges, batch)]
-        index["splits"][split] = {"count": len(rows), "samples": rows}
+        tables[split] = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
         index["sizes"][split] = _size_stats(sizes)
-    (out / INDEX_FILE).write_text(json.dumps(index))
+    write_index(out, index, tables)
     if remote:
         _upload(out, dst)
     return index
+
+
+def write_index(folder: Path, index: dict, tables: dict[str, np.ndarray]) -> None:
+    """`index.json` and one `samples-<split>.npy` per split (rows: shard, offset, size, label), index last."""
+    index["splits"] = {}
+    for split, rows in tables.items():
+        np.save(folder / SAMPLES_FILE.format(split=split), np.asarray(rows, dtype=np.int64))
+        index["splits"][split] = {"count": len(rows), "samples": SAMPLES_FILE.format(split=split)}
+    (folder / INDEX_FILE).write_text(json.dumps(index))
 
 
 def _upload(folder: Path, dst: str) -> None:

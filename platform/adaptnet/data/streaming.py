@@ -94,7 +94,7 @@ class ImageFiles(Dataset):
 
     def sample(self, epoch: int, i: int, data: bytes):
         """Sample i of the list from its bytes (read at random, or streamed with its shard)."""
-        name = str(self.refs[i])
+        name = self.reader.describe(self.refs[i])
         try:
             if self.transform is None:
                 if encoded_jpeg(data, name):
