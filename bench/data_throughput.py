@@ -1,10 +1,14 @@
-"""Decode + RandomResizedCrop(224) + flip throughput per CPU core on the real ImageNet sample, for both
-streaming loaders (the torch DataLoader twin with 1 decode process; Ray Data with 1 CPU), the raw PIL decode
-rate per core (the floor), and what one training step consumes on this machine (ResNet50-ADN super+base,
-MSDNet step 4). Rounds are interleaved (this machine is shared); medians are printed. Asserts nothing.
-Goals: loader ≥ 5 × consumption per worker and ≥ 0.8 × the raw decode rate per core.
+"""Decode + RandomResizedCrop(224) + flip throughput per CPU core on the real ImageNet sample: the raw PIL
+decode rate (the floor: `Image.open(...).convert("RGB")`, one thread), the DataLoader twin with 1 decode
+process, and Ray Data on 1 CPU over ≥ 10,000 samples (the 1,000 files repeated by reference), in interleaved
+rounds (this machine is shared); medians are printed, and what they imply in CPU cores per GPU at NVIDIA's
+published ResNet-50 v1.5 AMP rate on an A100 (2,470 images/s). Asserts nothing.
+Goals: twin ≥ 0.85 × the raw decode rate per core; Ray Data ≥ 0.8 × the twin per CPU; ≤ 8 cores per GPU.
+(Reduced-size JPEG decoding was measured out: 27 of the sample's 1,000 RandomResizedCrop(224) crops are large
+enough for a 1/2-scale decode.)
+The last line reads `loader / raw decode per core: X.XX×` (the twin's median ratio), to compare runs.
 
-Usage: python bench/data_throughput.py [ROUNDS]   (default 2; needs ../shared/data/imagenet-sample-1000.tar)
+Usage: python bench/data_throughput.py [ROUNDS]   (default 3; needs ../shared/data/imagenet-sample-1000.tar)
 """
 import statistics
 import sys
@@ -13,20 +17,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample-1000.tar"
-BATCH = 32
+BATCH = 64  # a rank's batch in the ResNet50/MobileNetV2 ADN and MSDNet ImageNet presets
+RAY_SAMPLES = 10_000
+GPU_RATE = 2_470  # images/s: NVIDIA's ResNet-50 v1.5 training, A100 80GB, AMP (adaptnet.metrics.compute)
 
 
-def tree_from_sample(tmp: Path) -> Path:
-    with tarfile.open(SAMPLE) as tar:
-        tar.extractall(tmp / "raw", filter="data")
+def tree_from_sample(tmp: Path, repeats: int = 1) -> Path:
+    """An ImageFolder of the sample: each image in train/ (`repeats` times, by link) and once in val/."""
+    if not (tmp / "raw").exists():
+        with tarfile.open(SAMPLE) as tar:
+            tar.extractall(tmp / "raw", filter="data")
+    tree = tmp / ("tree" if repeats == 1 else f"tree{repeats}")
     for image in sorted((tmp / "raw").rglob("*.JPEG")):
-        for split in ("train", "val"):
-            (tmp / "tree" / split / image.name.split("_", 1)[0]).mkdir(parents=True, exist_ok=True)
-            (tmp / "tree" / split / image.name.split("_", 1)[0] / image.name).symlink_to(image)
-    return tmp / "tree"
+        wnid = image.name.split("_", 1)[0]
+        for split, copies in (("train", repeats), ("val", 1)):
+            (tree / split / wnid).mkdir(parents=True, exist_ok=True)
+            for k in range(copies):
+                (tree / split / wnid / (image.name if k == 0 else f"{k}_{image.name}")).symlink_to(image)
+    return tree
 
 
 def raw_decode_rate(tree: Path) -> float:
@@ -53,62 +62,49 @@ def torch_loader_rate(tree: Path) -> float:
 
 
 def ray_loader_rate(tree: Path) -> float:
-    from adaptnet.cluster.run.ray_data import build_datasets
-    from adaptnet.loop import load_config
+    """Ray Data's batches (tasks on the 1 CPU Ray has here) as a Train worker reads them, over the whole tree."""
+    from adaptnet.cluster.run.ray_data import RayBatches
+    from adaptnet.data import streamed, streaming_plan
+    from adaptnet.loop.config import DataConfig
 
-    cfg = load_config("cifar10-smoke", [f"data.dataset={tree}", "data.holdout=0", "data.loader=ray",
-                                        "data.train_subset=null", "data.transform=imagenet"])
-    datasets, _ = build_datasets(cfg)
+    cfg = DataConfig(dataset=str(tree), holdout=0, loader="ray")
+    data = streamed(streaming_plan(cfg), cfg, BATCH, BATCH, seed=0, batches_class=RayBatches, loader="ray")
+    batches = iter(data.train)
+    next(batches)  # Ray Data's workers are up
     start, n = time.perf_counter(), 0
-    for batch in datasets["train"].iter_batches(batch_size=BATCH):
-        n += len(batch["label"])
+    for _, labels in batches:
+        n += len(labels)
     return n / (time.perf_counter() - start)
-
-
-def train_rate(model_name: str, technique: str, batch: int = 16, steps: int = 3) -> float:
-    import adaptnet
-    from adaptnet.techniques import MultiExitCE, SuperBaseDistillation
-
-    model = adaptnet.create_model(model_name, 1000)
-    task = SuperBaseDistillation(0.5, 1.0, 500) if technique == "adn" else MultiExitCE("equal", model.num_exits)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x, y = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
-    for step in range(steps + 1):
-        if step == 1:
-            start = time.perf_counter()
-        opt.zero_grad()
-        task(model, x, y)
-        opt.step()
-    return steps * batch / (time.perf_counter() - start)
 
 
 def main(rounds: int) -> None:
     import ray
+    import torch
+
+    torch.set_num_threads(1)  # the training side's work (normalising batches) keeps to the other core
 
     with tempfile.TemporaryDirectory() as tmp:
         tree = tree_from_sample(Path(tmp))
+        many = tree_from_sample(Path(tmp), repeats=RAY_SAMPLES // 1000)
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # Ray Data on 1 CPU
-        rates = {k: [] for k in ("raw", "torch", "ray", "resnet50_adn", "msdnet_step4")}
+        rates = {k: [] for k in ("raw", "torch", "ray")}
         for _ in range(rounds):  # interleaved rounds
             rates["raw"].append(raw_decode_rate(tree))
             rates["torch"].append(torch_loader_rate(tree))
-            rates["ray"].append(ray_loader_rate(tree))
-            rates["resnet50_adn"].append(train_rate("resnet50_adn", "adn"))
-            rates["msdnet_step4"].append(train_rate("msdnet_imagenet_step4", "exits"))
+            rates["ray"].append(ray_loader_rate(many))
         ray.shutdown()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    threads = torch.get_num_threads()
-    print("ImageNet sample (1,000 real JPEGs), decode + RandomResizedCrop(224) + flip + normalise, images/s per core:")
-    print(f"  raw PIL decode (floor):     {med['raw']:7.1f}")
-    for k in ("torch", "ray"):
-        print(f"  {k:>5} loader, 1 core:        {med[k]:7.1f}   = {med[k] / med['raw']:.2f} × raw decode (goal ≥ 0.8)")
-    for k, label in (("resnet50_adn", "ResNet50-ADN super+base"), ("msdnet_step4", "MSDNet step 4")):
-        print(f"training consumption, {label}, CPU ({threads} threads): {med[k]:6.1f} images/s; "
-              f"torch loader / consumption = {med['torch'] / med[k]:.1f} (goal ≥ 5)")
-    print("cores per GPU implied, ASSUMING (not measured here) an A100-class GPU trains ResNet-50-class models at "
-          f"≈ 1,000–2,500 images/s (TF32 ↔ AMP): at {med['torch']:.0f} images/s per core that is ≈ {1000 / med['torch']:.0f}–"
-          f"{2500 / med['torch']:.0f} decode cores per GPU (CPU-only Ray Data nodes, or DALI-style GPU decode)")
+    ratio = statistics.median(t / r for t, r in zip(rates["torch"], rates["raw"]))
+    print(f"ImageNet sample (1,000 real JPEGs), decode + RandomResizedCrop(224) + flip, images/s per core, "
+          f"median of {rounds} interleaved rounds:")
+    print(f"  raw PIL decode (the floor):         {med['raw']:7.1f}")
+    print(f"  DataLoader twin, 1 decode process:  {med['torch']:7.1f}   = {ratio:.2f} × raw decode (goal ≥ 0.85)")
+    print(f"  Ray Data, 1 CPU, {RAY_SAMPLES:,} samples:     {med['ray']:7.1f}   = {med['ray'] / med['torch']:.2f} × "
+          "the twin (goal ≥ 0.8)")
+    print(f"cores per GPU at {GPU_RATE:,} images/s (A100, ResNet-50 AMP): twin {GPU_RATE / med['torch']:.1f}, "
+          f"Ray Data {GPU_RATE / med['ray']:.1f} (goal ≤ 8); data.decode: gpu moves the decode to nvjpeg")
+    print(f"loader / raw decode per core: {ratio:.2f}×")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
