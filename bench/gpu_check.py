@@ -6,8 +6,8 @@ exits 0. It prints one table:
   decode    JPEG images/s on the ImageNet sample: libjpeg-turbo on one CPU thread vs nvjpeg on the GPU (batched)
   ddp       `adaptnet train --workers 1 --gpus-per-worker 1` through Ray Train (NCCL) on the ImageNet sample:
             exit code and seconds
-  feed      a ResNet50-ADN step fed by the streaming loader (4 decode processes): images/s and the share of
-            the time the GPU computes rather than waits for data
+  feed      a ResNet50-ADN step fed by the streaming loader (4 decode processes), decoding on the CPU and with
+            nvjpeg (data.decode: gpu): images/s and the share of the time the GPU computes rather than waits
   memory    the memory loader's batches from a GPU-resident uint8 cache equal those of the host cache (pinned
             copies), and both batch rates
 
@@ -140,9 +140,10 @@ def ddp_run(tree: Path, work: Path) -> tuple[int, float]:
     return done.returncode, time.perf_counter() - start
 
 
-def fed_step(tree: Path, steps: int, batch: int) -> tuple[float, float]:
-    """(images/s, GPU share): a ResNet50-ADN AMP step fed by the streaming loader; the share is the time spent in
-    the step (synchronised) over the whole loop, the rest being waits for the next batch."""
+def fed_step(tree: Path, steps: int, batch: int, decode: str) -> tuple[float, float]:
+    """(images/s, GPU share): a ResNet50-ADN AMP step fed by the streaming loader (`decode`: data.decode, cpu or
+    gpu); the share is the time spent in the step (synchronised) over the whole loop, the rest being waits for
+    the next batch (and, with gpu, the nvjpeg decode and crops in this process)."""
     import torch
 
     from adaptnet.loop import build_config, read_yaml
@@ -151,7 +152,7 @@ def fed_step(tree: Path, steps: int, batch: int) -> tuple[float, float]:
     from adaptnet.data import prepare_data
 
     cfg = build_config(read_yaml("resnet50-adn-paper"), [f"data.dataset={tree}", "data.holdout=100", "data.workers=4",
-                                                         "data.loader=torch"])
+                                                         "data.loader=torch", f"data.decode={decode}"])
     data = prepare_data(cfg.data, batch, batch, 0, device="cuda")
     model, task = build_training(cfg, data.num_classes, load_pretrained=False)
     model = model.cuda().to(memory_format=torch.channels_last).train()
@@ -227,8 +228,10 @@ def main() -> int:
             tree = imagenet_tree(args.data, Path(folder))
             code, seconds = ddp_run(tree, Path(folder))
             rows.append(("ddp", "1 worker, NCCL, Ray Train", f"exit {code}, {seconds:.0f} s"))
-            rate, share = fed_step(tree, args.steps, args.batch)
-            rows.append(("feed", "streaming loader → ResNet50-ADN AMP step", f"{rate:,.0f} img/s, GPU busy {share:.0%}"))
+            for decode in ("cpu", "gpu"):
+                rate, share = fed_step(tree, args.steps, args.batch, decode)
+                rows.append(("feed", f"streaming loader (data.decode {decode}) → ResNet50-ADN AMP step",
+                             f"{rate:,.0f} img/s, GPU busy {share:.0%}"))
     else:
         rows.append(("decode/ddp/feed", f"no sample at {args.data}", "skipped"))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
