@@ -93,7 +93,8 @@ def _data(args) -> int:
 
     index = write_shards(resolve_dataset_spec(args.src), args.dst, args.shard_size)
     counts = ", ".join(f"{split} {table['count']}" for split, table in index["splits"].items())
-    print(f"{args.dst}: {len(index['shards'])} shards, {len(index['classes'])} classes ({counts}) + index.json")
+    print(f"{args.dst}: {len(index['shards'])} shards, {len(index['classes'])} classes ({counts}) + index.json and "
+          f"{', '.join(t['samples'] for t in index['splits'].values())}")
     return 0
 
 

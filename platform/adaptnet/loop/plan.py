@@ -66,6 +66,19 @@ def memory_lines(cfg: RunConfig, model, train_size: int, workers: int, gpu_memor
     return lines
 
 
+def _decoding(cfg: RunConfig, kind: str, fmt: str) -> str:
+    """Where JPEGs are decoded (data.decode) and how tar shards are read, as a run will do it."""
+    auto = "by nvjpeg on a CUDA device, else by libjpeg-turbo in the decode processes" if kind == "imagenet" else \
+        "by libjpeg-turbo in the decode processes"
+    where = {"cpu": "by libjpeg-turbo in the decode processes", "gpu": "by nvjpeg on the GPU (the processes read "
+             "bytes)", "auto": auto}[cfg.data.decode]
+    shards = ""
+    if fmt == "shards":
+        shards = ("; training shards streamed whole, shuffle buffer " + str(cfg.data.shuffle_buffer)
+                  if cfg.data.shard_reading == "stream" else "; one read per sample")
+    return f"JPEGs decoded {where}{shards}"
+
+
 def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memory_gb: float | None = None,
                cpus_per_rank: int | None = None) -> list[str]:
     info = inspect_dataset(cfg.data.dataset, cfg.data.cache_dir)
@@ -81,7 +94,7 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memor
     lines = [info.summary(), f"held-out: {cfg.data.holdout} training images (seed {cfg.data.holdout_seed}); "
              f"training on {train_images}",
              f"loader: {loader}" + (f" ({decode_workers(cfg.data.workers, cpus_per_rank)} decode processes per rank, "
-                                    f"prefetch {cfg.data.prefetch})"
+                                    f"prefetch {cfg.data.prefetch}; {_decoding(cfg, kind, info.format)})"
                                     if loader == "torch" else ""),
              f"transforms ({kind}): {_transforms(cfg, kind, loader)}; normalization {cfg.data.normalization}"]
     for stage in stage_configs(cfg):
