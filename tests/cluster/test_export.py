@@ -212,7 +212,7 @@ def test_a_streaming_imagenet_run_exports_and_predicts_what_evaluate_predicts(im
     assert cli(["export", str(checkpoint), "--budget", ",".join(map(str, budgets)), "--out", str(model_dir)]) == 0
     expected = _evaluate_predictions(checkpoint, budgets, tmp_path)
     _, data, _ = load_checkpoint_model(checkpoint, "cpu")
-    files = data.test.loader.dataset
+    files = data.test.files
     images = [files.reader.read(ref) for ref in files.refs]  # the test split's JPEGs, in evaluation order
     loaded = mlflow.pyfunc.load_model(str(model_dir))
     for budget in budgets:

@@ -75,7 +75,7 @@ class RayBatches(StreamingBatches):
     def _as_collated(self, batch: dict) -> dict:
         encoded = bool(batch["encoded"].any()) or batch["image"].dtype == object
         images = ([torch.from_numpy(np.asarray(x)) for x in batch["image"]] if encoded
-                  else torch.from_numpy(batch["image"]))
+                  else torch.from_numpy(batch["image"].copy()))  # Ray hands read-only arrays
         return {"errors": [], "images": images if len(batch["label"]) else None,
                 "labels": torch.from_numpy(batch["label"]), "ids": torch.from_numpy(batch["id"]),
                 "encoded": list(batch["encoded"]) if encoded else None}
