@@ -106,6 +106,26 @@ def _normalization(kind: str, classes: list[str], side: int, compute) -> tuple[t
     return NORMALIZATION[kind] if kind != "computed" else compute()
 
 
+@dataclass(frozen=True)
+class DataPlan:
+    """What a run decides about its data before anything starts, in one place (`decide`): preflight, --dry-run
+    and the Ray driver read it. A streaming run then lists its files into a `StreamPlan`."""
+    info: DatasetInfo      # classes, counts and sampled image sizes (`inspect`)
+    loader: str            # memory | torch | ray
+    kind: str              # the transform: cifar | imagenet
+    side: int              # the training images' usual side
+    eval_size: int         # the side the model sees at evaluation (its cost is counted there)
+
+
+def decide(data_cfg, on_ray: bool = False, info: DatasetInfo | None = None) -> DataPlan:
+    """The run's DataPlan (`info`: the dataset already inspected, if it was)."""
+    info = info or inspect_dataset(data_cfg.dataset, data_cfg.cache_dir)
+    loader = choose_loader(data_cfg, on_ray=on_ray, info=info)
+    side = _side(info)
+    kind = "cifar" if loader == "memory" else transform_kind(data_cfg, info)
+    return DataPlan(info, loader, kind, side, eval_size(kind, data_cfg.augment, side))
+
+
 @dataclass
 class StreamPlan:
     """A streaming run's data, decided once: the reader and its listing, the transform kind, the normalisation,

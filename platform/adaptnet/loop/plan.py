@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..data import inspect_dataset
-from ..data.plan import _side, choose_loader, decode_workers, transform_kind
+from ..data.plan import decide, decode_workers
 from ..metrics.costs import costs_report
 from ..models import model_entry
 from .build import build_training
@@ -81,10 +80,8 @@ def _decoding(cfg: RunConfig, kind: str, fmt: str) -> str:
 
 def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memory_gb: float | None = None,
                cpus_per_rank: int | None = None) -> list[str]:
-    info = inspect_dataset(cfg.data.dataset, cfg.data.cache_dir)
-    loader = choose_loader(cfg.data, on_ray=on_ray, info=info)
-    side = _side(info)
-    kind = "cifar" if loader == "memory" else transform_kind(cfg.data, info)
+    plan = decide(cfg.data, on_ray=on_ray)
+    info, loader, kind, side = plan.info, plan.loader, plan.kind, plan.side
     n_train = info.counts["train"]
     if not 0 <= cfg.data.holdout < n_train:
         from .config import ConfigError
@@ -112,7 +109,7 @@ def plan_lines(cfg: RunConfig, workers: int = 1, on_ray: bool = False, gpu_memor
                   f"  schedule: {_schedule(stage)}; weight decay {stage.optim.weight_decay:g}", f"  AMP: {amp}",
                   f"  GPU: cudnn.benchmark {_on(t.cudnn_benchmark)}, TF32 {_on(t.tf32)}, channels_last "
                   f"{_on(t.channels_last)}, compile {_on(t.compile)}"]
-    size = check_input_size(cfg, info, loader)  # the model runs on these images (one line naming the field if not)
+    size = check_input_size(cfg, plan)  # the model runs on these images (one line naming the field if not)
     model, _ = build_training(stage_configs(cfg)[0], len(info.classes) or model_entry(cfg.model.name).num_classes,
                               load_pretrained=False)
     report = costs_report(cfg.model.name, model, size, model_entry(cfg.model.name).cost_convention)

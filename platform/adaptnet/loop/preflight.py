@@ -13,7 +13,8 @@ import re
 import time
 from pathlib import Path
 
-from ..data import DataError, choose_loader, decode_on, inspect_dataset
+from ..data import DataError, decode_on, inspect_dataset
+from ..data.plan import decide
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, RunConfig, micro_batch
 
@@ -42,17 +43,14 @@ def check_dataset(spec: str, field: str = "data.dataset", cache_dir: str | None 
         raise DataError(message.replace("data.dataset:", f"{field}:", 1) if field != "data.dataset" else message) from None
 
 
-def check_input_size(cfg: RunConfig, info, loader: str) -> int:
+def check_input_size(cfg: RunConfig, plan) -> int:
     """The model runs on the images the loader will hand it (a forward pass on the 'meta' device: shapes only,
-    nothing computed); returns their side."""
+    nothing computed); returns their side. `plan`: the run's `DataPlan`."""
     import torch
 
-    from ..data.plan import _side, transform_kind
-    from ..data.transforms import eval_size
     from ..models import create_model
 
-    kind = "cifar" if loader == "memory" else transform_kind(cfg.data, info)
-    size = eval_size(kind, cfg.data.augment, _side(info))
+    info, size = plan.info, plan.eval_size
     try:
         with torch.device("meta"):
             create_model(cfg.model.name, num_classes=len(info.classes) or None, **cfg.model.args)(
@@ -203,14 +201,14 @@ def check_train(cfg: RunConfig, restart: bool = False, workers: int | None = Non
     """Everything `adaptnet train` can check before it trains (`workers`: on Ray, how many, with
     `gpus_per_worker`, None when Ray decides); returns the archived run directory, if any."""
     info = check_dataset(cfg.data.dataset, cache_dir=cfg.data.cache_dir)
-    loader = choose_loader(cfg.data, on_ray=workers is not None, info=info)
+    plan = decide(cfg.data, on_ray=workers is not None, info=info)
     if cfg.data.decode == "gpu":
         from .trainer import pick_device
 
         cuda = pick_device(cfg.train.device).type == "cuda" if workers is None else gpus_per_worker != 0
         decode_on("gpu", "imagenet", "cuda" if cuda else "cpu")  # gpu without CUDA: one line naming the field
-    if info is not None:
-        check_input_size(cfg, info, loader)
+    if info is not None:  # a dataset of files (torchvision's arrays are CIFAR's 32 × 32)
+        check_input_size(cfg, plan)
     from .pipeline import stage_configs
 
     for stage in stage_configs(cfg):

@@ -81,11 +81,12 @@ class RayBatches(StreamingBatches):
                 "encoded": list(batch["encoded"]) if encoded else None}
 
 
-def driver_plan(cfg) -> dict:
-    """The Ray Data plan of a run, decided here (on the driver) and put in the object store for the workers."""
+def driver_plan(cfg, decided) -> dict:
+    """The Ray Data plan of a run (`decided`: its DataPlan), listed here on the driver and put in the object store
+    for the workers."""
     import ray
 
-    return {"plan": ray.put(streaming_plan(cfg.data))}
+    return {"plan": ray.put(streaming_plan(cfg.data, info=decided.info))}
 
 
 def worker_data(meta: dict, rank: int, world_size: int, device, with_ids: bool = False):

@@ -38,13 +38,14 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
 def trainer_data(cfg: RunConfig) -> dict | None:
     """The job's Ray Data plan when the loader is `ray` (decided here, on the driver), else None (workers load
     their data themselves)."""
-    from ...data import choose_loader
+    from ...data.plan import decide
 
-    if choose_loader(cfg.data, on_ray=True) != "ray":
+    plan = decide(cfg.data, on_ray=True)
+    if plan.loader != "ray":
         return None
     from .ray_data import driver_plan
 
-    return driver_plan(cfg)
+    return driver_plan(cfg, plan)
 
 
 def build_trainer(cfg: RunConfig, scaling: Scaling, name: str, storage: str | None, *, tracking_uri: str,
