@@ -186,3 +186,29 @@ def test_ray_data_counts_the_images_it_skips(tmp_path, ray_cluster):
         data.train.set_epoch(epoch)
         assert sum(len(y) for _, y in data.train) == 4
         assert data.train.skipped == epoch + 1  # logged as data/skipped_images
+
+
+def test_ray_data_hands_encoded_jpegs_to_the_device_decode(tmp_path, imagenet_tree, ray_cluster):
+    """data.decode: gpu through Ray Data (run here with the CPU as the device): the tasks only read bytes, the
+    training process decodes and crops them, and the batches equal those of tasks that decode themselves."""
+    from adaptnet.cluster.run.ray_data import RayBatches
+    from adaptnet.data.catalog import open_reader
+    from adaptnet.data.streaming import ImageFiles
+    from adaptnet.data.transforms import train_transform
+    from adaptnet.loop.config import AugmentConfig
+
+    reader = open_reader(str(imagenet_tree))
+    refs, labels = reader.listing().splits["train"]
+    transform = train_transform("imagenet", AugmentConfig(train_crop=24, eval_resize=28, eval_crop=24), (0.5,) * 3,
+                                (0.25,) * 3)
+
+    def epoch(on_device: bool):
+        files = ImageFiles(reader, refs[:70], labels[:70], None if on_device else transform, seed=5)
+        batches = RayBatches(files, 32, shuffle=True, seed=5, with_ids=True,
+                             device_transform=transform if on_device else None)
+        batches.set_epoch(2)
+        out = list(batches)
+        return torch.cat([i for _, _, i in out]).tolist(), torch.cat([x for x, _, _ in out])
+
+    (ids, images), (device_ids, device_images) = epoch(False), epoch(True)
+    assert device_ids == ids and len(ids) == 70 and torch.equal(device_images, images)

@@ -96,9 +96,9 @@ class DataConfig(Strict):
                                 "in-process); None: the rank's CPUs less one for training, at most 16")
     prefetch: PositiveInt = Field(2, description="batches each decode process prepares ahead")
     shard_reading: Literal["stream", "random"] = Field(
-        "stream", description="tar shards' training split: stream: each rank reads whole shards front to back in a "
-        "seeded per-epoch shard order, mixed by a seeded shuffle buffer (one GET per shard on S3); random: one "
-        "read (ranged GET) per sample, in the DataLoader twin's global order")
+        "stream", description="tar shards' training split (torch loader): stream: each rank reads whole shards front "
+        "to back in a seeded per-epoch shard order, mixed by a seeded shuffle buffer (one GET per shard on S3); "
+        "random: one read (ranged GET) per sample, in the DataLoader twin's global order (as Ray Data reads them)")
     shuffle_buffer: PositiveInt = Field(1000, description="samples each decode process mixes when streaming shards")
     decode: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="where streamed JPEGs are decoded (torch loader): cpu: libjpeg-turbo in the decode "
