@@ -77,7 +77,7 @@ class RayBatches(StreamingBatches):
         images = ([torch.from_numpy(np.asarray(x)) for x in batch["image"]] if encoded
                   else torch.from_numpy(batch["image"].copy()))  # Ray hands read-only arrays
         return {"errors": [], "images": images if len(batch["label"]) else None,
-                "labels": torch.from_numpy(batch["label"]), "ids": torch.from_numpy(batch["id"]),
+                "labels": torch.from_numpy(batch["label"].copy()), "ids": torch.from_numpy(batch["id"].copy()),
                 "encoded": list(batch["encoded"]) if encoded else None}
 
 
