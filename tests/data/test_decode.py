@@ -98,3 +98,19 @@ def test_data_decode_choice():
     assert decode_on("gpu", "cifar", "cuda") == "gpu"
     with pytest.raises(DataError, match=r"^data\.decode: gpu decodes with nvjpeg .* no CUDA device"):
         decode_on("gpu", "imagenet", "cpu")
+
+
+def test_device_decode_skips_a_broken_jpeg_naming_its_file(tmp_path, capsys):
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / split / "a" / f"{i}.jpg").write_bytes(_encoded("RGB"))
+    (tmp_path / "train" / "a" / "1.jpg").write_bytes(_encoded("RGB")[:400])  # a JPEG header, then nothing
+    reader = open_reader(str(tmp_path))
+    refs, labels = reader.listing().splits["train"]
+    transform = train_transform("imagenet", SMALL, (0.5,) * 3, (0.25,) * 3)
+    batches = StreamingBatches(ImageFiles(reader, refs, labels, None, seed=0), 3, shuffle=False, seed=0, workers=0,
+                               device_transform=transform)
+    (images, _), = list(batches)
+    assert len(images) == 2 and batches.skipped == 1
+    assert "skipped: data.dataset: train/a/1.jpg cannot be decoded" in capsys.readouterr().err

@@ -150,12 +150,14 @@ class _S3Base:
     def _key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
-    def get(self, relative: str, byte_range: tuple[int, int] | None = None) -> bytes:
+    def get(self, relative: str, byte_range: tuple[int, int] | None = None, stream: bool = False):
+        """The object's bytes (`byte_range`: offset, size), or with `stream` its body to read front to back."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         extra = {"Range": f"bytes={byte_range[0]}-{byte_range[0] + byte_range[1] - 1}"} if byte_range else {}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(relative), **extra)["Body"].read()
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(relative), **extra)["Body"]
+            return body if stream else body.read()
         except (BotoCoreError, ClientError) as err:
             raise DataError(f"data.dataset: cannot read s3://{self.bucket}/{self._key(relative)}: {err}") from None
 
@@ -256,13 +258,7 @@ class ShardReader:
         """A file-like object reading bytes [start, end) of one shard front to back: one ranged GET on S3."""
         name = self.index["shards"][shard]
         if self.s3:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            try:
-                return self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.s3._key(name),
-                                                 Range=f"bytes={start}-{end - 1}")["Body"]
-            except (BotoCoreError, ClientError) as err:
-                raise DataError(f"data.dataset: cannot read s3://{self.s3.bucket}/{self.s3._key(name)}: {err}") from None
+            return self.s3.get(name, (start, end - start), stream=True)
         try:
             handle = open(self.root / name, "rb")
         except OSError as err:

@@ -110,6 +110,11 @@ class ImageFiles(Dataset):
             return f"{name}: {err}"
 
 
+def _all_failed(errors: list[str]):
+    """A rank must never yield fewer batches than the others (DDP would stall): a batch with no image ends the run."""
+    raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {errors[0]}")
+
+
 STREAM_CHUNK = 8  # samples a streaming decode process hands over at a time (regrouped into batches)
 
 
@@ -182,7 +187,8 @@ class StreamingBatches:
         """Encoded JPEGs decoded in one nvjpeg call, every image transformed on the device."""
         payloads, ids = batch["images"], batch["ids"].tolist()
         jpegs = [p for p, encoded in zip(payloads, batch["encoded"]) if encoded]
-        decoded = iter(decode_jpegs(jpegs, [str(i) for i, e in zip(ids, batch["encoded"]) if e], self.device))
+        names = [self.files.reader.describe(self.files.refs[i]) for i, e in zip(ids, batch["encoded"]) if e]
+        decoded = iter(decode_jpegs(jpegs, names, self.device))
         images, keep, errors = [], [], []
         for k, (payload, encoded, i) in enumerate(zip(payloads, batch["encoded"], ids)):
             image = next(decoded) if encoded else payload.to(self.device)
@@ -196,15 +202,15 @@ class StreamingBatches:
                 errors.append(str(err))
         self._skip(errors)
         if not images:
-            raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {errors[0]}")
+            _all_failed(errors)
         keep = torch.tensor(keep)
         return torch.stack(images), batch["labels"][keep], batch["ids"][keep]
 
     def __iter__(self):
         for batch in self._collated():
             self._skip(batch["errors"])
-            if batch["images"] is None:  # a rank must never yield fewer batches than the others (DDP would stall)
-                raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {batch['errors'][0]}")
+            if batch["images"] is None:
+                _all_failed(batch["errors"])
             if batch["encoded"] is not None:
                 images, labels, ids = self._on_device(batch)
             else:

@@ -206,7 +206,7 @@ def check_train(cfg: RunConfig, restart: bool = False, workers: int | None = Non
         from .trainer import pick_device
 
         cuda = pick_device(cfg.train.device).type == "cuda" if workers is None else gpus_per_worker != 0
-        decode_on("gpu", "imagenet", "cuda" if cuda else "cpu")  # gpu without CUDA: one line naming the field
+        decode_on(cfg.data.decode, plan.kind, "cuda" if cuda else "cpu")  # without CUDA: one line naming the field
     if info is not None:  # a dataset of files (torchvision's arrays are CIFAR's 32 × 32)
         check_input_size(cfg, plan)
     from .pipeline import stage_configs
