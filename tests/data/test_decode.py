@@ -114,3 +114,29 @@ def test_device_decode_skips_a_broken_jpeg_naming_its_file(tmp_path, capsys):
     (images, _), = list(batches)
     assert len(images) == 2 and batches.skipped == 1
     assert "skipped: data.dataset: train/a/1.jpg cannot be decoded" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_channels_last_crop_gives_v2s_pixels_in_hwc_memory_and_batches_stack_as_torch_stack(imagenet_tree, interpolation):
+    """transforms.RandomResizedCrop copies the crop to H×W×C memory before the resize (the fast uint8 path):
+    the same pixels as v2.RandomResizedCrop's on the sample's real images, and batches equal torch.stack's."""
+    from torchvision.transforms import v2
+
+    from adaptnet.data.streaming import seeded
+    from adaptnet.data.transforms import RandomResizedCrop, normalize_batch, stack_images
+
+    mode = v2.InterpolationMode(interpolation)
+    ours, theirs = RandomResizedCrop(224, interpolation=mode), v2.RandomResizedCrop(224, interpolation=mode)
+    files = sorted((imagenet_tree / "train").rglob("*.JPEG"))[:40]
+    crops = []
+    for k, path in enumerate(files):
+        image = decode_tensor(path.read_bytes(), path.name)
+        crop = seeded(ours, image, k, own_process=True)
+        assert torch.equal(crop, seeded(theirs, image, k, own_process=True)), path.name
+        assert crop.permute(1, 2, 0).is_contiguous()  # H×W×C memory
+        crops.append(crop)
+    batch = stack_images(crops)
+    assert torch.equal(batch, torch.stack(crops)) and batch.is_contiguous(memory_format=torch.channels_last)
+    normalised = normalize_batch(batch, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
+    assert normalised.is_contiguous()  # what the model gets, as before
+    assert torch.equal(normalised, normalize_batch(torch.stack(crops), (0.5, 0.4, 0.3), (0.2, 0.3, 0.4)))

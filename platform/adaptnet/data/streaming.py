@@ -11,12 +11,12 @@ import math
 import sys
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .decode import decode_jpegs, decode_tensor, encoded_jpeg
 from .errors import DataError
 from .rebatch import rebatch
-from .transforms import normalize_batch
+from .transforms import normalize_batch, stack_images
 
 
 def epoch_order(n: int, generator: torch.Generator, shuffle: bool, rank: int = 0, world_size: int = 1,
@@ -124,8 +124,7 @@ def _collate(items: list) -> dict:
     batch = {"errors": [item for item in items if isinstance(item, str)], "images": None}
     if good:
         encoded = len(good[0]) == 4
-        # default_collate stacks into shared memory in a decode process: no second copy on the way out
-        batch.update(images=[g[0] for g in good] if encoded else default_collate([g[0] for g in good]),
+        batch.update(images=[g[0] for g in good] if encoded else stack_images([g[0] for g in good]),
                      labels=torch.tensor([g[1] for g in good]), ids=torch.tensor([g[2] for g in good]),
                      encoded=[g[3] for g in good] if encoded else None)
     return batch

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode, v2
 
 from .errors import DataError
@@ -51,11 +52,34 @@ def _scaled_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.
 
 
 def normalize_batch(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """A uint8 batch → float, scaled and normalised (on the batch's device); float batches are already."""
+    """A uint8 batch → float, scaled and normalised (on the batch's device); float batches are already. Either
+    way in contiguous NCHW memory (the loaders stack images channels-last, `stack_images`)."""
     if images.dtype != torch.uint8:
-        return images
+        return images.contiguous()
     m, s = _scaled_stats(tuple(float(v) for v in mean), tuple(float(v) for v in std), images.device)
-    return (images.float() - m) / s
+    return images.to(torch.float32, memory_format=torch.contiguous_format).sub_(m).div_(s)
+
+
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """C×H×W images → an N×C×H×W batch in channels-last memory: decoded and resized images lie in H×W×C memory,
+    so this is one plain copy each (stacking them as N×C×H×W would transpose every pixel). In a DataLoader
+    process default_collate puts the batch in shared memory."""
+    return default_collate([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+
+
+class RandomResizedCrop(v2.RandomResizedCrop):
+    """v2.RandomResizedCrop, the same crops and pixels, whose crop of a CPU uint8 image is copied into
+    H×W×C memory before the resize: torch's antialiased uint8 resize then reads and writes that layout
+    without repacking (≈ 0.35 → 0.27 ms per ImageNet image here), and the image stays in the layout the decoder
+    gives and `stack_images` copies fastest."""
+
+    def transform(self, inpt, params):
+        if not (isinstance(inpt, torch.Tensor) and inpt.dtype == torch.uint8 and inpt.device.type == "cpu"
+                and inpt.ndim == 3):
+            return super().transform(inpt, params)
+        crop = v2.functional.crop(inpt, params["top"], params["left"], params["height"], params["width"])
+        crop = crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        return v2.functional.resize(crop, self.size, interpolation=self.interpolation, antialias=self.antialias)
 
 
 def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.Compose:
@@ -63,7 +87,7 @@ def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.C
     if kind == "cifar":
         steps = [SameSize(image_size), v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()]
     else:
-        steps = [v2.RandomResizedCrop(augment.train_crop, interpolation=interpolation, antialias=True),
+        steps = [RandomResizedCrop(augment.train_crop, interpolation=interpolation, antialias=True),
                  v2.RandomHorizontalFlip()]
     if augment.auto_augment == "randaugment":
         steps.append(v2.RandAugment(interpolation=interpolation))
@@ -71,16 +95,16 @@ def train_transform(kind: str, augment, mean, std, image_size: int = 32) -> v2.C
         steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     if augment.random_erasing > 0:
         return v2.Compose(steps + _float(mean, std) + [v2.RandomErasing(p=augment.random_erasing, value=0)])
-    return v2.Compose(steps + [v2.ToImage()])
+    return v2.Compose(steps)  # a plain uint8 tensor, as decoded (v2 treats it as the image)
 
 
 def eval_transform(kind: str, augment, mean, std, image_size: int | None = None) -> v2.Compose:
     """`image_size`: the cifar transform's one image size, checked when given."""
     if kind == "cifar":
-        return v2.Compose(([SameSize(image_size)] if image_size else []) + [v2.ToImage()])
+        return v2.Compose([SameSize(image_size)] if image_size else [v2.Identity()])
     interpolation = INTERPOLATION[augment.interpolation]
     return v2.Compose([v2.Resize(augment.eval_resize, interpolation=interpolation, antialias=True),
-                       v2.CenterCrop(augment.eval_crop), v2.ToImage()])
+                       v2.CenterCrop(augment.eval_crop)])
 
 
 def eval_size(kind: str, augment, image_size: int) -> int:

@@ -43,12 +43,11 @@ class DecodeSamples:
                 continue
             rows.append(item)
         encoded = self.files.transform is None
-        images = [r[0].numpy() for r in rows]
         if encoded or not rows:  # encoded bytes (and CPU-decoded odd formats) differ in length: object column
-            column = np.empty(len(images), dtype=object)
-            column[:] = images
-        else:
-            column = np.stack(images)
+            column = np.empty(len(rows), dtype=object)
+            column[:] = [r[0].numpy() for r in rows]
+        else:  # N×H×W×C: the images' own memory layout, copied as it is (stack_images)
+            column = np.stack([r[0].permute(1, 2, 0).numpy() for r in rows])
         return {"image": column, "label": np.array([r[1] for r in rows], np.int64),
                 "id": np.array([r[2] for r in rows], np.int64),
                 "encoded": np.array([bool(r[3]) if encoded else False for r in rows])}
@@ -75,7 +74,7 @@ class RayBatches(StreamingBatches):
     def _as_collated(self, batch: dict) -> dict:
         encoded = bool(batch["encoded"].any()) or batch["image"].dtype == object
         images = ([torch.from_numpy(np.asarray(x)) for x in batch["image"]] if encoded
-                  else torch.from_numpy(batch["image"].copy()))  # Ray hands read-only arrays
+                  else torch.from_numpy(batch["image"].copy()).permute(0, 3, 1, 2))  # Ray hands read-only arrays
         return {"errors": [], "images": images if len(batch["label"]) else None,
                 "labels": torch.from_numpy(batch["label"].copy()), "ids": torch.from_numpy(batch["id"].copy()),
                 "encoded": list(batch["encoded"]) if encoded else None}
