@@ -184,3 +184,31 @@ def test_decode_processes_default_to_the_ranks_cpus_less_one_for_training():
         assert decode_workers(None) == 4
     finally:
         torch.set_num_threads(threads)
+
+
+class _ParentMaps(torch.utils.data.Dataset):
+    """Each item: whether the decode process's parent (the forkserver it forked from) has torch loaded."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        import os
+        from pathlib import Path
+
+        return "libtorch_cpu" in Path(f"/proc/{os.getppid()}/maps").read_text()
+
+
+def test_decode_processes_fork_from_a_server_that_imported_torch_once():
+    """Every evaluation starts new decode processes: forked from a forkserver that preloaded torch and the
+    streaming module, they skip ≈ 2 s of imports each (Linux: the server's memory maps name libtorch)."""
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from adaptnet.data.streaming import decode_processes
+
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("reads /proc")
+    loader = DataLoader(_ParentMaps(), batch_size=1, num_workers=1, multiprocessing_context=decode_processes())
+    assert [bool(b) for b in loader] == [True, True]

@@ -35,6 +35,29 @@ def test_adn_run_and_subnetwork_report(tmp_path, cifar10_spec):
     assert (tmp_path / "subnets.png").stat().st_size > 1000
 
 
+def test_a_trials_bundle_takes_the_sub_network_table_of_its_final_evaluation(tmp_path, cifar10_spec, monkeypatch):
+    """A sweep's trial evaluates its checkpoint's 2^S sub-networks once: the LoggedModel's bundle reuses that
+    report (the same card as a fresh evaluation) and evaluates again only for a report of another checkpoint."""
+    import importlib
+
+    from adaptnet.deploy.bundle import build_bundle
+
+    evaluate = importlib.import_module("adaptnet.loop.evaluate")  # the module (adaptnet.loop.evaluate is also a function)
+
+    cfg = load_config("cifar10-resnet56-adn", [
+        f"output_dir={tmp_path}", f"data.dataset={cifar10_spec}", "data.train_subset=128", "data.holdout=64",
+        "data.test_subset=64", "train.epochs=1", "train.batch_size=32", "train.progress=false"])
+    checkpoint = checkpoint_path(fit(cfg).run_dir)
+    fresh = build_bundle(checkpoint, skip="TTT")
+    report = evaluate.evaluate_checkpoint(checkpoint, [], device="cpu")
+    calls = []
+    monkeypatch.setattr(evaluate, "subnet_report", lambda *a, **k: calls.append(1) or report)
+    reused = build_bundle(checkpoint, skip="TTT", evaluated=report)
+    assert calls == [] and reused["card"] == fresh["card"]
+    build_bundle(checkpoint, skip="TTT", evaluated={**report, "checkpoint": "another.pt"})
+    assert calls == [1]
+
+
 def test_adn_technique_needs_an_adaptive_depth_model():
     with pytest.raises(ConfigError, match="^technique: adn_distill needs a SkippableDepthNet"):
         load_config("cifar10-resnet56-adn", ["model.name=msdnet_cifar_anytime"])

@@ -8,6 +8,7 @@ is seeded by (seed, epoch, index), so a run is reproducible whatever the number 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import sys
 
 import torch
@@ -115,6 +116,14 @@ def _all_failed(errors: list[str]):
     raise DataError(f"data.dataset: every image of a batch failed to decode, e.g. {errors[0]}")
 
 
+def decode_processes():
+    """Where decode processes start: forked from a forkserver that imported this module (torch, torchvision,
+    the readers) once, so each evaluation's processes start in ≈ 0.5 s instead of ≈ 2.7 s of imports (the
+    ImageNet sample, 2 processes). The preload takes effect when the process's forkserver first starts."""
+    multiprocessing.set_forkserver_preload([__name__])
+    return multiprocessing.get_context("forkserver")
+
+
 STREAM_CHUNK = 8  # samples a streaming decode process hands over at a time (regrouped into batches)
 
 
@@ -158,7 +167,7 @@ class StreamingBatches:
             self.stream.epoch = self.sampler.epoch
             chunks = DataLoader(self.stream, batch_size=STREAM_CHUNK, num_workers=self.workers, collate_fn=_collate,
                                 pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
-                                multiprocessing_context="forkserver" if self.workers else None)
+                                multiprocessing_context=decode_processes() if self.workers else None)
             return rebatch(iter(chunks), self.batch_size)
         if self._loader is None:
             self._loader = DataLoader(
@@ -166,7 +175,7 @@ class StreamingBatches:
                 collate_fn=_collate, generator=torch.Generator().manual_seed(self.seed),  # not the training RNG
                 pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
                 persistent_workers=self.workers > 0 and self.shuffle,
-                multiprocessing_context="forkserver" if self.workers else None)
+                multiprocessing_context=decode_processes() if self.workers else None)
         return iter(self._loader)
 
     def set_epoch(self, epoch: int) -> None:

@@ -27,10 +27,11 @@ def _normalization(data) -> tuple[list[float], list[float]]:
 
 
 def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, skip: str | None = None,
-                 device: str = "cpu", extra_card: dict | None = None) -> dict:
+                 device: str = "cpu", extra_card: dict | None = None, evaluated: dict | None = None) -> dict:
     """Everything a deployed model needs, computed fresh from the checkpoint and its held-out split.
     Multi-exit nets need `budgets` (the first is the default of a request; [] = the full net's cost), ADN nets
-    `skip`."""
+    `skip`. `evaluated`: this checkpoint's evaluation report (`evaluate_checkpoint`), when the caller has just
+    made it: an ADN net's sub-network table is then taken from it instead of evaluated again."""
     from ..loop.evaluate import load_checkpoint_model, operating_points, subnet_report
 
     if (budgets is None) == (skip is None):
@@ -52,7 +53,8 @@ def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, ski
               "input_size": size, "transform": data.transform}
     if adn:
         flags = parse_skip(skip, model.num_stages)
-        report = subnet_report(cfg, data, model, [])
+        same = evaluated is not None and evaluated.get("checkpoint") == str(checkpoint) and "subnets" in evaluated
+        report = evaluated if same else subnet_report(cfg, data, model, [])
         subnet = extract_subnet(model, flags)
         cost = {c.skip: c for c in subnet_costs(model, size, model_entry(cfg.model.name).cost_convention)}[skip]
         card.update(kind="subnet", skip=skip, macs=cost.macs, params=cost.params, subnets=report["subnets"],

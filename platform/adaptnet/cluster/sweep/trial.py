@@ -13,12 +13,13 @@ from typing import Any
 
 from ...deploy.latency import latency_metrics
 from ...loop import RunConfig, stage_configs
+from ...loop.evaluate import summary_metrics
 from ..run.job import RunHooks
 from ..run.storage import local_copy, storage_target
 from ..run.trainer import Scaling, build_trainer
 from ..tracking.epochs import EpochLogger
 from ..tracking.models import log_trial_model
-from ..tracking.results import SCORE, final_result, final_summary, log_final, score
+from ..tracking.results import SCORE, final_evaluation, final_result, log_final, score
 from ..tracking.runs import ARM_TAG, NODE_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, finished_summary, git_commit
 from ..tracking.store import client, find_or_create_run, flatten
 from ..tracking.system import system_metrics
@@ -72,8 +73,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
               **({ARM_TAG: str(params["arm"])} if "arm" in params else {})})
     try:
         if ctx.scaling.workers == 1:
-            summary = _train_in_trial(cfg, ctx, run_id)
-            tune.report(finish_trial(cfg, ctx, run_id, _selected_checkpoint(cfg), summary, name, params))
+            summary, report = _train_in_trial(cfg, ctx, run_id)
+            tune.report(finish_trial(cfg, ctx, run_id, _selected_checkpoint(cfg), summary, name, params, report))
         else:  # rank 0 of the last stage finishes the trial (TrialHooks.after_fit)
             _train_with_torch_trainer(cfg, ctx, run_id, trial_id, params)
     except BaseException:
@@ -82,14 +83,16 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
 
 
 def finish_trial(cfg: RunConfig, ctx: TrialContext, run_id: str, selected: Path, summary: dict[str, float],
-                 name: str, params: dict[str, Any]) -> dict[str, float]:
+                 name: str, params: dict[str, Any], evaluated: dict | None = None) -> dict[str, float]:
     """The same end for every trial, however many workers trained it: latency on this process's device (when
-    asked), the selected checkpoint as a LoggedModel named like the trial's run (its params: the trial's values),
-    the final metrics (linked to that model); returns the last Tune result."""
+    asked), the selected checkpoint as a LoggedModel named like the trial's run (its params: the trial's values;
+    `evaluated`: that checkpoint's final evaluation report, reused), the final metrics (linked to that model);
+    returns the last Tune result."""
     if ctx.latency_batches:
         summary = {**summary, **latency_metrics(selected, ctx.budgets, ctx.latency_batches)}
     swept = {**{k: v for k, v in params.items() if k in SPECIAL_KEYS}, **trial_overrides(params, ctx.arms)}
-    model_id, deployed = log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit(), name, swept)
+    model_id, deployed = log_trial_model(ctx.tracking_uri, run_id, selected, ctx.budgets, git_commit(), name, swept,
+                                         evaluated)
     log_final(ctx.tracking_uri, run_id, cfg, summary | deployed, model_id)
     return final_result(summary)
 
@@ -103,8 +106,9 @@ def stages_with_offsets(cfg: RunConfig) -> list[tuple[RunConfig, int]]:
     return out
 
 
-def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str, float]:
-    """Single-worker trials: the loop runs right here, on the trial's CPUs (and GPU, when it has one)."""
+def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> tuple[dict[str, float], dict]:
+    """Single-worker trials: the loop runs right here, on the trial's CPUs (and GPU, when it has one). Returns
+    the final metrics and the evaluation report they come from."""
     import torch
     from ray import tune
 
@@ -117,7 +121,8 @@ def _train_in_trial(cfg: RunConfig, ctx: TrialContext, run_id: str) -> dict[str,
         counts = run_stages(stages_with_offsets(cfg), lambda offset: TrialEpochReporter(cfg, logger, offset),
                             share or None)
     logger.flush_or_warn(cfg.name)
-    return {**final_summary(stage_configs(cfg)[-1], ctx.budgets), **counts}
+    report = final_evaluation(stage_configs(cfg)[-1], ctx.budgets)
+    return {**summary_metrics(report), **counts}, report
 
 
 def trial_metrics(metrics: dict[str, float], step_offset: int) -> dict[str, float]:
@@ -173,12 +178,13 @@ net) and `finish_trial` on rank 0 (the others report nothing new)."""
     def after_fit(self, cfg, tracking_uri: str, run_id: str, dist) -> dict[str, float] | None:
         if self.ctx is None:
             return None
-        summary = final_summary(cfg, self.ctx.budgets, dist)  # every rank evaluates its shard where it can
+        report = final_evaluation(cfg, self.ctx.budgets, dist)  # every rank evaluates its shard where it can
         if not dist.is_main:
             return {}
         from ...loop.trainer import best_checkpoint
 
-        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), summary, self.name, self.params)
+        return finish_trial(cfg, self.ctx, run_id, best_checkpoint(cfg.run_dir), summary_metrics(report), self.name,
+                            self.params, report)
 
 
 def _train_with_torch_trainer(cfg: RunConfig, ctx: TrialContext, run_id: str, trial_id: str, params: dict) -> None:

@@ -34,7 +34,7 @@ def deployed_metrics(card: dict) -> dict[str, float]:
 
 
 def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, git_commit: str, name: str,
-                    trial_params: dict) -> tuple[str, dict[str, float]]:
+                    trial_params: dict, evaluated: dict | None = None) -> tuple[str, dict[str, float]]:
     """The trial's held-out-selected checkpoint as a LoggedModel of its child run, named like the run (the
     checkpoint's stage in a tag), its params the trial's values: multi-exit nets with early exit at the sweep's
     budgets, ADN nets as their base-net. Returns the model id and its `deployed_metrics` (logged by the caller
@@ -52,7 +52,7 @@ def log_trial_model(tracking_uri: str, run_id: str, checkpoint: Path, budgets, g
     if issubclass(model_entry(model_cfg["name"]).builder, SkippableDepthNet):
         skip = "T" * create_model(model_cfg["name"], **model_cfg["args"]).num_stages
     bundle = build_bundle(checkpoint, None if skip else list(budgets), skip, device="cpu",
-                          extra_card={"git_commit": git_commit, "source_run_id": run_id})
+                          extra_card={"git_commit": git_commit, "source_run_id": run_id}, evaluated=evaluated)
     mlflow = client(tracking_uri)
     run = mlflow.get_run(run_id)
     card = bundle["card"]

@@ -29,18 +29,25 @@ def final_result(summary: dict[str, float]) -> dict[str, float]:
 
 
 def final_summary(last_stage: RunConfig, budgets: tuple[float, ...], dist=None) -> dict[str, float] | None:
-    """Evaluation of the last stage's selected (held-out best) checkpoint as flat `final/...` metrics. With the
-    workers' `Distributed` (every rank calls it), an adaptive-depth net's sub-network table is split over the
-    ranks; a multi-exit net is evaluated by rank 0 alone (the others get None)."""
-    from ...loop.evaluate import evaluate_checkpoint, shards_evaluation, summary_metrics
+    """`final_evaluation` as flat `final/...` metrics."""
+    from ...loop.evaluate import summary_metrics
+
+    report = final_evaluation(last_stage, budgets, dist)
+    return None if report is None else summary_metrics(report)
+
+
+def final_evaluation(last_stage: RunConfig, budgets: tuple[float, ...], dist=None) -> dict | None:
+    """The evaluation report (`adaptnet evaluate`'s) of the last stage's selected (held-out best) checkpoint.
+    With the workers' `Distributed` (every rank calls it), an adaptive-depth net's sub-network table is split
+    over the ranks; a multi-exit net is evaluated by rank 0 alone (the others get None)."""
+    from ...loop.evaluate import evaluate_checkpoint, shards_evaluation
     from ...loop.trainer import best_checkpoint
 
     sharded = dist is not None and dist.world_size > 1 and shards_evaluation(last_stage)
     if dist is not None and not sharded and not dist.is_main:
         return None
-    report = evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto",
-                                 dist=dist if sharded else None)
-    return summary_metrics(report)
+    return evaluate_checkpoint(best_checkpoint(last_stage.run_dir), list(budgets), device="auto",
+                               dist=dist if sharded else None)
 
 
 def log_final(tracking_uri: str, run_id: str, cfg: RunConfig, summary: dict[str, float],
