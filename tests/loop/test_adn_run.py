@@ -35,27 +35,38 @@ def test_adn_run_and_subnetwork_report(tmp_path, cifar10_spec):
     assert (tmp_path / "subnets.png").stat().st_size > 1000
 
 
-def test_a_trials_bundle_takes_the_sub_network_table_of_its_final_evaluation(tmp_path, cifar10_spec, monkeypatch):
-    """A sweep's trial evaluates its checkpoint's 2^S sub-networks once: the LoggedModel's bundle reuses that
-    report (the same card as a fresh evaluation) and evaluates again only for a report of another checkpoint."""
+@pytest.mark.parametrize("preset,model", [("cifar10-resnet56-adn", "resnet56_adn"),
+                                          ("cifar10-smoke", "msdnet_cifar_budgeted")])
+def test_a_trials_bundle_takes_what_its_final_evaluation_measured(tmp_path, cifar10_spec, monkeypatch, preset, model):
+    """A sweep's trial evaluates its checkpoint once: the LoggedModel's bundle reuses that report (an ADN net's
+    2^S sub-network table, a multi-exit net's calibration at the same budgets) and gives the card and thresholds
+    of a fresh evaluation; a report of another checkpoint (or other budgets) is evaluated again."""
     import importlib
 
-    from adaptnet.deploy.bundle import build_bundle
+    from adaptnet.deploy import bundle as bundles
 
     evaluate = importlib.import_module("adaptnet.loop.evaluate")  # the module (adaptnet.loop.evaluate is also a function)
-
-    cfg = load_config("cifar10-resnet56-adn", [
-        f"output_dir={tmp_path}", f"data.dataset={cifar10_spec}", "data.train_subset=128", "data.holdout=64",
-        "data.test_subset=64", "train.epochs=1", "train.batch_size=32", "train.progress=false"])
+    cfg = load_config(preset, [
+        f"output_dir={tmp_path}", f"data.dataset={cifar10_spec}", f"model.name={model}", "data.train_subset=128",
+        "data.holdout=64", "data.test_subset=64", "train.epochs=1", "train.batch_size=32", "train.progress=false"])
     checkpoint = checkpoint_path(fit(cfg).run_dir)
-    fresh = build_bundle(checkpoint, skip="TTT")
-    report = evaluate.evaluate_checkpoint(checkpoint, [], device="cpu")
+    adn = model.endswith("adn")
+    how = {"skip": "TTT"} if adn else {"budgets": []}
+    fresh = bundles.build_bundle(checkpoint, **how)
+    report = evaluate.evaluate_checkpoint(checkpoint, [] if adn else [fresh["exit_macs"][-1]], device="cpu")
     calls = []
-    monkeypatch.setattr(evaluate, "subnet_report", lambda *a, **k: calls.append(1) or report)
-    reused = build_bundle(checkpoint, skip="TTT", evaluated=report)
+    for module, name in ((evaluate, "subnet_report"), (bundles, "collect_probs")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
+    reused = bundles.build_bundle(checkpoint, **how, evaluated=report)
     assert calls == [] and reused["card"] == fresh["card"]
-    build_bundle(checkpoint, skip="TTT", evaluated={**report, "checkpoint": "another.pt"})
-    assert calls == [1]
+    assert adn or (reused["points"], reused["budgets"]) == (fresh["points"], fresh["budgets"])
+    bundles.build_bundle(checkpoint, **how, evaluated={**report, "checkpoint": "another.pt"})
+    assert calls
+    if not adn:  # the report's budgets are not the bundle's
+        calls.clear()
+        bundles.build_bundle(checkpoint, budgets=[fresh["exit_macs"][-2]], evaluated=report)
+        assert calls
 
 
 def test_adn_technique_needs_an_adaptive_depth_model():

@@ -31,7 +31,8 @@ def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, ski
     """Everything a deployed model needs, computed fresh from the checkpoint and its held-out split.
     Multi-exit nets need `budgets` (the first is the default of a request; [] = the full net's cost), ADN nets
     `skip`. `evaluated`: this checkpoint's evaluation report (`evaluate_checkpoint`), when the caller has just
-    made it: an ADN net's sub-network table is then taken from it instead of evaluated again."""
+    made it: an ADN net's sub-network table, or a multi-exit net's calibration at the same budgets, is then taken
+    from it instead of evaluated again."""
     from ..loop.evaluate import load_checkpoint_model, operating_points, subnet_report
 
     if (budgets is None) == (skip is None):
@@ -53,8 +54,7 @@ def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, ski
               "input_size": size, "transform": data.transform}
     if adn:
         flags = parse_skip(skip, model.num_stages)
-        same = evaluated is not None and evaluated.get("checkpoint") == str(checkpoint) and "subnets" in evaluated
-        report = evaluated if same else subnet_report(cfg, data, model, [])
+        report = evaluated if _of_this(evaluated, checkpoint, "subnets") else subnet_report(cfg, data, model, [])
         subnet = extract_subnet(model, flags)
         cost = {c.skip: c for c in subnet_costs(model, size, model_entry(cfg.model.name).cost_convention)}[skip]
         card.update(kind="subnet", skip=skip, macs=cost.macs, params=cost.params, subnets=report["subnets"],
@@ -62,19 +62,28 @@ def build_bundle(checkpoint: str | Path, budgets: list[float] | None = None, ski
         return {**common, "kind": "subnet", "skip": skip, "state": _cpu(subnet.state_dict()), "card": card}
     costs = [c.macs for c in exit_costs(model, size)]
     budgets = [float(b) for b in budgets] or [float(costs[-1])]
-    val_probs, val_labels = collect_probs(model, data.holdout)
-    test_probs, test_labels = collect_probs(model, data.test)
     for budget in budgets:
         if budget < costs[0]:
             raise DeployError(f"budget: {budget:.6g} MACs per image is below the first exit's cost ({costs[0]:.6g})")
-    points = calibrate(val_probs, val_labels, costs)
-    chosen = operating_points(val_probs, val_labels, test_probs, test_labels, costs, budgets)
-    test, held = anytime_accuracy(test_probs, test_labels), anytime_accuracy(val_probs, val_labels)
+    if _of_this(evaluated, checkpoint, "calibration") and evaluated["budgeted"]["budgets"] == budgets:
+        points, chosen = evaluated["calibration"], evaluated["budgeted"]["operating_points"]
+        test, held = evaluated["anytime"], evaluated["holdout_anytime"]
+    else:
+        val_probs, val_labels = collect_probs(model, data.holdout)
+        test_probs, test_labels = collect_probs(model, data.test)
+        points = [asdict(p) for p in calibrate(val_probs, val_labels, costs)]
+        chosen = operating_points(val_probs, val_labels, test_probs, test_labels, costs, budgets)
+        test, held = anytime_accuracy(test_probs, test_labels), anytime_accuracy(val_probs, val_labels)
     card.update(kind="early_exit", default_budget=budgets[0], budgets=chosen,
                 exits=[{"exit": k + 1, "macs": macs, "test_top1": test["top1"][k], "holdout_top1": held["top1"][k]}
                        for k, macs in enumerate(costs)])
     return {**common, "kind": "early_exit", "state": _cpu(model.state_dict()), "exit_macs": costs,
-            "points": [asdict(p) for p in points], "budgets": list(budgets), "default_budget": budgets[0], "card": card}
+            "points": points, "budgets": list(budgets), "default_budget": budgets[0], "card": card}
+
+
+def _of_this(evaluated: dict | None, checkpoint, key: str) -> bool:
+    """Whether `evaluated` is an evaluation report of `checkpoint` that holds `key`."""
+    return evaluated is not None and evaluated.get("checkpoint") == str(checkpoint) and key in evaluated
 
 
 def _cpu(state: dict) -> dict:

@@ -98,6 +98,7 @@ def exit_report(cfg: RunConfig, data: Prepared, model, budgets: list[float], pre
         "exit_macs": costs,
         "anytime": anytime_accuracy(test_probs, test_labels),
         "holdout_anytime": anytime_accuracy(val_probs, val_labels),
+        "calibration": [asdict(p) for p in calibrate(val_probs, val_labels, costs)],  # what an export ships
         "budgeted": {
             "curve": [point_as_dict(p) for p in curve],
             "area": curve_area(curve),
