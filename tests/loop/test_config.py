@@ -57,3 +57,16 @@ def test_cli_exits_2_with_the_field_before_any_work(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "adaptnet: error: train.lr: Extra inputs are not permitted (got 0.1)"
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_models_config_check_builds_the_model_once_per_process():
+    """A sweep builds one config per trial: the model check (class, exit count) is built once per model config,
+    and a config with other model args is checked on its own model."""
+    from adaptnet.loop.config import _model_facts
+
+    load_config("cifar10-smoke")
+    before = _model_facts.cache_info()
+    load_config("cifar10-smoke", ["name=another-trial", "optim.lr=0.05"])
+    assert _model_facts.cache_info().hits == before.hits + 1 and _model_facts.cache_info().misses == before.misses
+    with pytest.raises(ConfigError, match="train.exit_weights: msdnet_cifar_anytime has 3 exits, got 2 weights"):
+        load_config("cifar10-smoke", ["model.args={n_blocks: 3}", "train.exit_weights=[1, 1]"])

@@ -281,11 +281,12 @@ def comparison_setting(base: dict):
 def cost_budgets(base: dict, fractions=(0.25, 0.5, 0.75)) -> list[float]:
     """Multiply-add budgets for the final evaluation, as fractions of the way from the cheapest to the full
     network of the base config (exit 1 → exit K, or base-net → super-net)."""
-    from ...metrics.costs import costs_report
-    from ...models import create_model, model_entry
+    import json
+
+    from ...models import model_entry
+    from .plan import cheapest_and_full
 
     name = base["model"]["name"]
-    entry = model_entry(name)
-    report = costs_report(name, create_model(name, **base["model"]["args"]), entry.input_size, entry.cost_convention)
-    costs = sorted(row["macs"] for row in report.get("exits") or report["configs"])
-    return [costs[0] + f * (costs[-1] - costs[0]) for f in fractions]
+    cheapest, full = cheapest_and_full(name, json.dumps(base["model"]["args"], sort_keys=True),
+                                       model_entry(name).input_size)
+    return [cheapest + f * (full - cheapest) for f in fractions]

@@ -35,8 +35,9 @@ def train_images(cfg: RunConfig) -> tuple[int, str]:
 
 
 @lru_cache(maxsize=None)
-def _cheapest_and_full(name: str, args: str, size: int) -> tuple[float, float]:
-    """(cheapest, full) forward multiply-adds of a model config: its first exit or base-net, and the whole net."""
+def cheapest_and_full(name: str, args: str, size: int) -> tuple[float, float]:
+    """(cheapest, full) forward multiply-adds of a model config (`args` as sorted JSON) at `size`: its first exit
+    or base-net, and the whole net; counted once per process (a forward per sub-network of a ViT-b/16 is seconds)."""
     entry = model_entry(name)
     rows = costs_report(name, create_model(name, **json.loads(args)), size, entry.cost_convention)
     macs = sorted(r["macs"] for r in rows.get("exits") or rows["configs"])
@@ -48,7 +49,7 @@ def _forward_macs(cfg: RunConfig) -> float:
     a third of a trained pass: no backward)."""
     entry = model_entry(cfg.model.name)
     size = cfg.data.augment.train_crop if entry.input_size > 64 else entry.input_size
-    base, full = _cheapest_and_full(cfg.model.name, json.dumps(cfg.model.args, sort_keys=True), size)
+    base, full = cheapest_and_full(cfg.model.name, json.dumps(cfg.model.args, sort_keys=True), size)
     return {"adn_distill": full + base, "depth_kd": (base if cfg.adn.depth == "base" else full) + full / 3,
             "single_depth": base if cfg.adn.depth == "base" else full,
             "imta_stage2": full / 3 * (1 if cfg.imta.freeze_backbone else 3)}.get(cfg.technique, full)
