@@ -137,3 +137,27 @@ def test_twins_change_exactly_the_sub_networks_that_route_to_them():
                 m.norm_skip.bias.add_(0.5)
         for c in configs:
             assert torch.equal(model(x, skip=c), before[c]) != c[1], c
+
+
+@pytest.mark.parametrize("name", CIFAR_ADN)
+def test_all_sub_networks_at_once_equal_each_alone_and_share_their_common_stages(name):
+    torch.manual_seed(0)
+    model = adaptnet.create_model(name).eval()
+    if isinstance(model, VisionTransformerADN):  # its zero-initialised head would hide any difference
+        torch.nn.init.normal_(model.head.weight)
+    for m in model.modules():  # twins that differ from their norms, so that a wrong route would show
+        if isinstance(m, SkipNorm) and m.norm_skip is not None:
+            torch.nn.init.normal_(m.norm_skip.bias)
+    first_blocks = [stage[0] for stage in model.stages]  # mandatory: they run in every sub-network
+    runs = [0] * model.num_stages
+    for s, block in enumerate(first_blocks):
+        block.register_forward_hook(lambda m, i, o, s=s: runs.__setitem__(s, runs[s] + 1))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        together = model.subnet_logits(x)
+        assert runs == [2 ** (s + 1) for s in range(model.num_stages)]  # stage s once per prefix, not 2^S times
+        assert list(together) == model.skip_configs()
+        outputs = {skip: model(x, skip=skip) for skip in model.skip_configs()}
+    for skip, logits in together.items():
+        assert torch.equal(logits, outputs[skip]), skip
+    assert len({tuple(o.flatten().tolist()) for o in outputs.values()}) == len(outputs)  # all 2^S differ

@@ -119,7 +119,7 @@ def subnet_report(cfg: RunConfig, data: Prepared, model: SkippableDepthNet, budg
     configs = model.skip_configs()
 
     def every_subnet(images):
-        return {skip_string(skip): model(images, skip=skip) for skip in configs}
+        return {skip_string(skip): logits for skip, logits in model.subnet_logits(images).items()}
 
     held, test = (evaluate(model, batches, every_subnet, all_reduce_sum) for batches in (data.holdout, data.test))
     rows = [{"skip": name, "macs": cost.macs, "params": cost.params, "holdout_top1": held[f"top1_{name}"],

@@ -123,14 +123,15 @@ class MobileNetV2ADN(SkippableDepthNet):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
-        skip = self.check_skip(skip)
+    def embed(self, x: torch.Tensor, first_skipped: bool) -> torch.Tensor:
         for layer in self.head_layers:
-            x = layer(x, skip[0])
-        x = self.run_stages(x, skip)
+            x = layer(x, first_skipped)
+        return x
+
+    def classify(self, h: torch.Tensor, last_skipped: bool) -> torch.Tensor:
         for layer in self.tail_layers:
-            x = layer(x, skip[-1])
-        return self.classifier(torch.flatten(self.pool(x), 1))
+            h = layer(h, last_skipped)
+        return self.classifier(torch.flatten(self.pool(h), 1))
 
 
 # The paper's MbV2-ADN GFLOPs (0.32 / 0.22) are ptflops's count (metrics.costs); torchvision's is 0.30 / 0.21.

@@ -128,8 +128,10 @@ class ResNetADN(SkippableDepthNet):
                     if norm is not None:
                         nn.init.zeros_(norm.weight)
 
-    def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
-        h = self.run_stages(self.stem(x), self.check_skip(skip))
+    def embed(self, x: torch.Tensor, first_skipped: bool) -> torch.Tensor:
+        return self.stem(x)
+
+    def classify(self, h: torch.Tensor, last_skipped: bool) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(h), 1))
 
 

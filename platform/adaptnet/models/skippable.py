@@ -44,8 +44,9 @@ def mandatory_counts(depths: Sequence[int], n_mandatory: int | Sequence[int] | N
 
 class SkippableDepthNet(nn.Module):
     """Subclasses build `self.stages` (a ModuleList of ModuleLists of blocks with a `skippable` attribute and
-    `forward(h, skip)`) and implement `forward(x, skip=None)` around `run_stages` (or `run_stage` per stage,
-    where layers between stages need the flags too)."""
+    `forward(h, skip)`) and implement `embed` (input → stage 0, following stage 0's flag) and `classify` (last
+    stage → logits, following the last flag); `between_stages` holds what runs before stage s > 0 under its flag.
+    `forward` runs one sub-network, `subnet_logits` all 2^S of them."""
 
     stages: nn.ModuleList
     primary_output = "super"
@@ -79,10 +80,40 @@ class SkippableDepthNet(nn.Module):
             h = block(h, stage_skipped)
         return h
 
-    def run_stages(self, h: torch.Tensor, skip: tuple[bool, ...]) -> torch.Tensor:
-        for stage, stage_skipped in zip(self.stages, skip):
-            h = self.run_stage(stage, h, stage_skipped)
+    def embed(self, x: torch.Tensor, first_skipped: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def between_stages(self, s: int, h: torch.Tensor, stage_skipped: bool) -> torch.Tensor:
         return h
+
+    def classify(self, h: torch.Tensor, last_skipped: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, s: int, h: torch.Tensor, stage_skipped: bool) -> torch.Tensor:
+        """Stage s with what precedes it (the embedding before stage 0) and, after the last stage, the classifier."""
+        h = self.embed(h, stage_skipped) if s == 0 else self.between_stages(s, h, stage_skipped)
+        h = self.run_stage(self.stages[s], h, stage_skipped)
+        return self.classify(h, stage_skipped) if s == self.num_stages - 1 else h
+
+    def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
+        for s, stage_skipped in enumerate(self.check_skip(skip)):
+            x = self.step(s, x, stage_skipped)
+        return x
+
+    def subnet_logits(self, x: torch.Tensor) -> dict[tuple[bool, ...], torch.Tensor]:
+        """Every sub-network's logits, in `skip_configs` order, each equal to `self(x, skip)`. Sub-networks that
+        agree on stages 0..s share those stages' output: 2 + 4 + … + 2^S stage runs instead of S · 2^S."""
+        logits: dict[tuple[bool, ...], torch.Tensor] = {}
+
+        def descend(s: int, h: torch.Tensor, prefix: tuple[bool, ...]) -> None:
+            if s == self.num_stages:
+                logits[prefix] = h
+                return
+            for stage_skipped in (False, True):
+                descend(s + 1, self.step(s, h, stage_skipped), prefix + (stage_skipped,))
+
+        descend(0, x, ())
+        return logits
 
     def named_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The two sub-networks trained explicitly: super (all run) and base (all skipped)."""

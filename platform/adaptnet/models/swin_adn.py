@@ -109,13 +109,13 @@ class SwinTransformerADN(SkippableDepthNet):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
-        skip = self.check_skip(skip)
-        h = self.patch_embed(x)
-        for s, (stage, stage_skipped) in enumerate(zip(self.stages, skip)):
-            if s:
-                h = self.merges[s - 1](h, stage_skipped)
-            h = self.run_stage(stage, h, stage_skipped)
+    def embed(self, x: torch.Tensor, first_skipped: bool) -> torch.Tensor:
+        return self.patch_embed(x)
+
+    def between_stages(self, s: int, h: torch.Tensor, stage_skipped: bool) -> torch.Tensor:
+        return self.merges[s - 1](h, stage_skipped)
+
+    def classify(self, h: torch.Tensor, last_skipped: bool) -> torch.Tensor:
         return self.head(self.norm(h).mean(dim=(1, 2)))
 
 

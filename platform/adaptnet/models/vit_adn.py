@@ -6,7 +6,6 @@ torchvision's VisionTransformer, on which the official ADN ViT is built.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,11 +104,12 @@ class VisionTransformerADN(SkippableDepthNet):
         nn.init.zeros_(self.head.weight)  # torchvision's ViT head init
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
-        skip = self.check_skip(skip)
+    def embed(self, x: torch.Tensor, first_skipped: bool) -> torch.Tensor:
         tokens = self.conv_proj(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.class_token.expand(len(x), -1, -1), tokens], dim=1)
-        h = self.run_stages(self.dropout(tokens + self.pos_embedding), skip)
+        return self.dropout(tokens + self.pos_embedding)
+
+    def classify(self, h: torch.Tensor, last_skipped: bool) -> torch.Tensor:
         return self.head(self.ln(h)[:, 0])
 
 
