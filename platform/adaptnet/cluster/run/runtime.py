@@ -10,9 +10,13 @@ RAY_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     # A trial's model logging and latency runs download artifacts: no progress bars in the driver's terminal.
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow leaves its logger to the setup hook, which then need not import it: most workers (idle ones, Ray
+    # Train's controller) never log to MLflow, and the import costs each 1–2 s of CPU while a run starts.
+    "MLFLOW_CONFIGURE_LOGGING": "false",
 }
 # Driver-side: every trial's lines, not "[repeated 2x across cluster]". Ray reads it when it is imported.
 DRIVER_ENV = {"RAY_DEDUP_LOGS": "0"}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_LOG = "adaptnet-worker-{pid}.log"  # in the Ray session's logs folder, beside Ray's own worker logs
 
 
@@ -37,14 +41,19 @@ def quiet_mlflow_logging() -> None:
     """Ray forwards every line a worker writes to the driver's terminal. MLflow's INFO lines (system metrics
     started / stopped, …) go to `WORKER_LOG` in the session's logs folder instead; warnings and errors still
     reach the terminal."""
-    import mlflow  # noqa: F401 — configures the "mlflow" logger's handlers, which are adjusted here
-
     logger = logging.getLogger("mlflow")
+    if os.environ.get("MLFLOW_CONFIGURE_LOGGING", "").lower() == "false":  # as MLflow would: INFO, to stderr
+        terminal = logging.StreamHandler()
+        terminal.setFormatter(logging.Formatter(LOG_FORMAT, "%Y/%m/%d %H:%M:%S"))
+        logger.handlers, logger.propagate = [terminal], False
+        logger.setLevel(os.environ.get("MLFLOW_LOGGING_LEVEL", "INFO").upper())
+    else:
+        import mlflow  # noqa: F401 — configures the "mlflow" logger's handlers, which are adjusted here
     for handler in logger.handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
     file_handler = logging.FileHandler(_logs_dir() / WORKER_LOG.format(pid=os.getpid()), delay=True)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.addHandler(file_handler)
 
 
