@@ -119,7 +119,8 @@ def test_device_decode_skips_a_broken_jpeg_naming_its_file(tmp_path, capsys):
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_channels_last_crop_gives_v2s_pixels_in_hwc_memory_and_batches_stack_as_torch_stack(imagenet_tree, interpolation):
     """transforms.RandomResizedCrop copies the crop to H×W×C memory before the resize (the fast uint8 path):
-    the same pixels as v2.RandomResizedCrop's on the sample's real images, and batches equal torch.stack's."""
+    the same pixels as v2.RandomResizedCrop's on the sample's real images, with its flip the same as v2's crop
+    then flip, and batches equal torch.stack's."""
     from torchvision.transforms import v2
 
     from adaptnet.data.streaming import seeded
@@ -127,14 +128,24 @@ def test_channels_last_crop_gives_v2s_pixels_in_hwc_memory_and_batches_stack_as_
 
     mode = v2.InterpolationMode(interpolation)
     ours, theirs = RandomResizedCrop(224, interpolation=mode), v2.RandomResizedCrop(224, interpolation=mode)
+    flipping = RandomResizedCrop(224, interpolation=mode, flip_p=0.5)
+    crop_then_flip = v2.Compose([v2.RandomResizedCrop(224, interpolation=mode), v2.RandomHorizontalFlip(0.5)])
     files = sorted((imagenet_tree / "train").rglob("*.JPEG"))[:40]
-    crops = []
+    crops, flipped = [], 0
     for k, path in enumerate(files):
         image = decode_tensor(path.read_bytes(), path.name)
         crop = seeded(ours, image, k, own_process=True)
         assert torch.equal(crop, seeded(theirs, image, k, own_process=True)), path.name
         assert crop.permute(1, 2, 0).is_contiguous()  # H×W×C memory
         crops.append(crop)
+        both = seeded(flipping, image, k, own_process=True)
+        assert torch.equal(both, seeded(crop_then_flip, image, k, own_process=True)), path.name
+        assert both.permute(1, 2, 0).is_contiguous()
+        flipped += not torch.equal(both, crop)
+        for on_another_path in (image.float(), image.unsqueeze(0)):  # v2's own kernels, then the flip
+            assert torch.equal(seeded(flipping, on_another_path, k, own_process=True),
+                               seeded(crop_then_flip, on_another_path, k, own_process=True)), path.name
+    assert 10 < flipped < 30  # about half the crops were flipped
     batch = stack_images(crops)
     assert torch.equal(batch, torch.stack(crops)) and batch.is_contiguous(memory_format=torch.channels_last)
     normalised = normalize_batch(batch, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
