@@ -78,6 +78,8 @@ class RandomResizedCrop(v2.RandomResizedCrop):
     A horizontal flip commutes with the resize: the pixels equal v2's crop-then-flip (bit for bit on all 1,000
     sample images, bilinear and bicubic), ≈ 0.04 ms less per image."""
 
+    flip_p = 0.0
+
     def __init__(self, *args, flip_p: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.flip_p = flip_p
