@@ -17,6 +17,16 @@ CASES = {  # name: (preset, overrides); 64 training images, a global batch of 16
 }
 
 
+def _join(rank: int, port: int) -> None:
+    """One of the 2 gloo ranks, with one thread: two processes of 2 threads each on a 2-core machine make
+    OpenMP's threads wait on each other (the same evaluation took 8 to 38 s)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+
+
 def _train(rank: int, port: int, case: str, dataset: str, out: str, reference: bool, results) -> None:
     import torch.distributed as dist
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -26,8 +36,7 @@ def _train(rank: int, port: int, case: str, dataset: str, out: str, reference: b
     from adaptnet.loop import fit, load_config
     from adaptnet.loop import trainer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    _join(rank, port)
     rounds = []
 
     def average_gradients(optimizer, args, kwargs):  # the reference: no DDP, gradients averaged by hand
@@ -94,8 +103,7 @@ def _evaluate_shard(rank: int, port: int, path: str, out: str) -> None:
     from adaptnet.loop.evaluate import evaluate_checkpoint
     from adaptnet.loop.trainer import Distributed
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    _join(rank, port)
 
     def all_reduce_sum(tensor):
         dist.all_reduce(tensor)
