@@ -151,7 +151,7 @@ def test_using_it_commands_run_offline_as_written(fresh):
     how = {c: (c, EXTRA.get(c, [])) for c in cli}  # label → (command line, extra arguments)
     how[python] = (".venv/bin/python", ["-c", "import torch; x = torch.randn(2, 3, 32, 32)\n" + snippet])
 
-    def run_chain(chain: list[str]) -> list[tuple[str, subprocess.CompletedProcess]]:
+    def run_chain(chain: list[str], env: dict[str, str] = env) -> list[tuple[str, subprocess.CompletedProcess]]:
         done = []
         for label in chain:
             done.append((label, run_offline(*how[label], work, env)))
@@ -162,8 +162,12 @@ def test_using_it_commands_run_offline_as_written(fresh):
     chains = command_chains(cli) + [[python]]
     first = next(c for c in chains if any(" train " in label for label in c))
     finished = run_chain(first)  # alone: the first training command decodes CIFAR-10 into the fresh cache
-    with ThreadPoolExecutor(max_workers=2) as pool:  # then two at a time: most of a command is Python's start-up
-        finished += [run for chain in pool.map(run_chain, [c for c in chains if c is not first]) for run in chain]
+    # then two at a time (most of a command is Python's start-up), one thread each: two commands of 2 threads on
+    # 2 cores make OpenMP's threads wait on each other
+    side_by_side = {**env, "OMP_NUM_THREADS": "1"}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        finished += [run for chain in pool.map(lambda chain: run_chain(chain, side_by_side),
+                                               [c for c in chains if c is not first]) for run in chain]
     for command, done in finished:
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     assert len(finished) == len(cli) + 1
