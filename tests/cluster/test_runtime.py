@@ -1,5 +1,5 @@
 """What every Ray worker sets up first: MLflow's INFO lines in the worker's log file, its warnings on the
-terminal, with or without MLflow configuring its own logger on import."""
+terminal, with or without MLflow configuring its own logger on import; no traceback when Ray stops it."""
 import os
 import subprocess
 import sys
@@ -30,3 +30,31 @@ def test_mlflow_info_lines_go_to_the_worker_log_and_warnings_to_the_terminal(tmp
     (log,) = tmp_path.glob("adaptnet-worker-*.log")
     text = log.read_text()
     assert "INFO mlflow.tracking: an INFO line" in text and "WARNING mlflow.tracking: a WARNING line" in text
+
+
+STOPPED = """
+import sys
+from adaptnet.cluster.run import runtime
+
+class Collected:  # as Ray's SIGTERM handler raising SystemExit inside a garbage collector's callback
+    def __del__(self):
+        raise SystemExit(1)
+
+class Broken:
+    def __del__(self):
+        raise ValueError("a real error in a callback")
+
+if sys.argv[1] == "hooked":
+    runtime.quiet_stop()
+Collected()
+Broken()
+"""
+
+
+@pytest.mark.parametrize("hooked", [True, False], ids=["hooked", "plain"])
+def test_a_stopped_worker_prints_no_system_exit_and_every_other_error(hooked):
+    done = subprocess.run([sys.executable, "-c", STOPPED, "hooked" if hooked else "plain"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ValueError: a real error in a callback" in done.stderr
+    assert ("SystemExit" in done.stderr) is not hooked  # without the hook Python prints it

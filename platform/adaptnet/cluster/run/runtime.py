@@ -2,6 +2,7 @@
 Ray worker process sets up first."""
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,9 +22,25 @@ WORKER_LOG = "adaptnet-worker-{pid}.log"  # in the Ray session's logs folder, be
 
 
 def setup_worker() -> None:
-    """Worker setup hook: the state API pointed at this cluster, and MLflow's INFO lines into a log file."""
+    """Worker setup hook: the state API pointed at this cluster, MLflow's INFO lines into a log file, and no
+    traceback of Ray's own stopping of the worker."""
     point_state_api_at_own_cluster()
     quiet_mlflow_logging()
+    quiet_stop()
+
+
+def quiet_stop() -> None:
+    """Ray stops a worker with SIGTERM, whose handler raises SystemExit wherever the worker is. Inside a garbage
+    collector's callback Python cannot raise it and prints it as an "Exception ignored" traceback, which Ray
+    forwards to the driver's terminal under the sweep's table. That case alone is dropped: every other
+    exception Python cannot raise is printed as before."""
+    printed = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            printed(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def point_state_api_at_own_cluster() -> None:
