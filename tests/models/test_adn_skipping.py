@@ -59,12 +59,17 @@ def _kept_forward(model, x, skip):
     return model.head(model.norm(h).mean(dim=(1, 2)))
 
 
-@pytest.mark.parametrize("name", CIFAR_ADN)
-def test_a_skipped_sub_path_is_not_run_and_is_the_identity(name):
+def _seeded_eval_model(name):
     torch.manual_seed(0)
     model = adaptnet.create_model(name).eval()
     if isinstance(model, VisionTransformerADN):  # its zero-initialised head would hide any difference
         torch.nn.init.normal_(model.head.weight)
+    return model
+
+
+@pytest.mark.parametrize("name", CIFAR_ADN)
+def test_a_skipped_sub_path_is_not_run_and_is_the_identity(name):
+    model = _seeded_eval_model(name)
     ran = []
     for _, _, block in model.blocks_with_position():
         block.register_forward_hook(lambda m, i, o: ran.append(m))
@@ -141,10 +146,7 @@ def test_twins_change_exactly_the_sub_networks_that_route_to_them():
 
 @pytest.mark.parametrize("name", CIFAR_ADN)
 def test_all_sub_networks_at_once_equal_each_alone_and_share_their_common_stages(name):
-    torch.manual_seed(0)
-    model = adaptnet.create_model(name).eval()
-    if isinstance(model, VisionTransformerADN):  # its zero-initialised head would hide any difference
-        torch.nn.init.normal_(model.head.weight)
+    model = _seeded_eval_model(name)
     for m in model.modules():  # twins that differ from their norms, so that a wrong route would show
         if isinstance(m, SkipNorm) and m.norm_skip is not None:
             torch.nn.init.normal_(m.norm_skip.bias)
