@@ -77,6 +77,23 @@ def test_workers_state_api_reaches_their_own_cluster(ray_cluster):
     assert address == ray_cluster.get_runtime_context().gcs_address and nodes == 1
 
 
+def test_a_helper_actor_runs_the_setup_hook_without_importing_torch(ray_cluster):
+    """Ray Train starts several helper actors per run (controller, placement-group cleaner, …), each in a fresh
+    worker process whose setup hook imports `adaptnet.cluster.run.runtime`: importing the package must not
+    import torch and every model family there (≈ 2.5 s of CPU per process)."""
+    class Helper:
+        def modules(self):
+            import sys
+
+            return os.environ.get("RAY_ADDRESS"), sorted(m for m in ("torch", "adaptnet.models") if m in sys.modules)
+
+    helper = ray_cluster.remote(num_cpus=0)(Helper).remote()
+    address, heavy = ray_cluster.get(helper.modules.remote(), timeout=120)
+    assert address == ray_cluster.get_runtime_context().gcs_address  # the setup hook ran
+    assert heavy == []
+    ray_cluster.kill(helper)
+
+
 def test_fault_drill_killed_worker_resumes_from_the_last_epoch(tmp_path, cifar10_spec, ray_cluster):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     killed = []
