@@ -1,6 +1,8 @@
 """Ray Train on a real local Ray cluster (2 gloo CPU workers) with real CIFAR-10 subsets, MLflow and S3."""
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -92,6 +94,9 @@ def test_a_helper_actor_runs_the_setup_hook_without_importing_torch(ray_cluster)
     assert address == ray_cluster.get_runtime_context().gcs_address  # the setup hook ran
     assert heavy == []
     ray_cluster.kill(helper)
+    # the sweep's stage broker is such an actor too: its class's module must not import torch either
+    probe = "import sys, adaptnet.cluster.sweep.stage_share; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_fault_drill_killed_worker_resumes_from_the_last_epoch(tmp_path, cifar10_spec, ray_cluster):

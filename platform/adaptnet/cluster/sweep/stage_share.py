@@ -18,8 +18,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ...loop import RunConfig
+if TYPE_CHECKING:  # annotations only: the broker actor's process imports this module, and loop imports torch
+    from ...loop import RunConfig
 
 STALE_S = 120.0
 BEAT_S = 5.0
