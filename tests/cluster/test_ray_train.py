@@ -85,8 +85,6 @@ def test_a_helper_actor_runs_the_setup_hook_without_importing_torch(ray_cluster)
     import torch and every model family there (≈ 2.5 s of CPU per process)."""
     class Helper:
         def modules(self):
-            import sys
-
             return os.environ.get("RAY_ADDRESS"), sorted(m for m in ("torch", "adaptnet.models") if m in sys.modules)
 
     helper = ray_cluster.remote(num_cpus=0)(Helper).remote()
