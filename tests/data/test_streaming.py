@@ -70,6 +70,32 @@ def test_ranks_get_disjoint_shards_whose_union_is_the_epoch_reproducibly(tmp_pat
     assert epoch(0, 0, seed=2)[0] != ids0
 
 
+def test_decode_processes_reuse_prefetch_plus_one_batch_buffers_and_never_overwrite_one_in_use(tmp_path):
+    """A decode process writes its uint8 batches into prefetch + 1 shared buffers in turn (batch_ring.py): a
+    consumer that holds each batch while the processes run as far ahead as they may still reads its own
+    pixels, and the epoch's batches lie in that many buffers per process."""
+    import os
+    import time
+
+    tree = _tree(tmp_path / "tree", per_class=24)  # 48 images: 12 batches, 6 per process
+    reader = open_reader(str(tree))
+    refs, labels = reader.listing().splits["train"]
+    transform = train_transform("imagenet", SMALL, (0.5,) * 3, (0.25,) * 3)
+
+    def batches(workers):
+        files = ImageFiles(reader, refs, labels, transform, seed=3)
+        return StreamingBatches(files, 4, shuffle=True, seed=3, workers=workers, prefetch=2)._collated()
+
+    expected = {i: image.clone() for batch in batches(0) for image, i in zip(batch["images"], batch["ids"].tolist())}
+    buffers = set()
+    for batch in batches(2):
+        time.sleep(0.15)  # meanwhile both processes write every batch they may
+        for image, i in zip(batch["images"], batch["ids"].tolist()):
+            assert torch.equal(image, expected[i]), f"sample {i} was overwritten"
+        buffers.add(os.fstat(batch["images"].untyped_storage()._share_fd_cpu_()[0]).st_ino)
+    assert len(buffers) == 2 * 3
+
+
 def test_shards_local_and_on_s3_read_back_the_folder_and_are_inspected_from_the_index(tmp_path, moto_server):
     tree = _tree(tmp_path / "tree")
     index = write_shards(str(tree), str(tmp_path / "shards"), shard_size=3)

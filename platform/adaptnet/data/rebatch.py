@@ -1,6 +1,6 @@
 """Collated chunks → batches of exactly `batch_size` samples (good or failed), for loaders whose decode
 processes each end an epoch on a partial chunk (shard streaming), so every rank yields the same number of
-batches. A chunk is `streaming._collate`'s dict."""
+batches. A chunk is what `streaming.Collate` makes."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
 """The torch DataLoader source: JPEGs decoded on the fly in worker processes, memory bounded by
-batch × prefetch × workers (never by the dataset's size).
+batch × (prefetch + 1) × workers (never by the dataset's size; batch_ring.py).
 
 Every epoch has one seeded order (`epoch_order`, shared with the in-memory loader): ranks take disjoint,
 equally long strides of it (the last ones wrap, as DistributedSampler), and each sample's random transform
@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .decode import decode_jpegs, decode_tensor, encoded_jpeg
 from .errors import DataError
+from .batch_ring import BatchRing
 from .rebatch import rebatch
 from .transforms import normalize_batch, stack_images
 
@@ -127,16 +128,23 @@ def decode_processes():
 STREAM_CHUNK = 8  # samples a streaming decode process hands over at a time (regrouped into batches)
 
 
-def _collate(items: list) -> dict:
-    """Good samples stacked (or, still encoded, listed), errors apart."""
-    good = [item for item in items if not isinstance(item, str)]
-    batch = {"errors": [item for item in items if isinstance(item, str)], "images": None}
-    if good:
-        encoded = len(good[0]) == 4
-        batch.update(images=[g[0] for g in good] if encoded else stack_images([g[0] for g in good]),
-                     labels=torch.tensor([g[1] for g in good]), ids=torch.tensor([g[2] for g in good]),
-                     encoded=[g[3] for g in good] if encoded else None)
-    return batch
+class Collate:
+    """Good samples stacked (or, still encoded, listed), errors apart; with `ring`, a decode process stacks
+    them into its reused shared buffers (batch_ring.py)."""
+
+    def __init__(self, ring: int = 0):
+        self.ring = BatchRing(ring) if ring else None
+
+    def __call__(self, items: list) -> dict:
+        good = [item for item in items if not isinstance(item, str)]
+        batch = {"errors": [item for item in items if isinstance(item, str)], "images": None}
+        if good:
+            encoded = len(good[0]) == 4
+            stack = self.ring.stack if self.ring else stack_images
+            batch.update(images=[g[0] for g in good] if encoded else stack([g[0] for g in good]),
+                         labels=torch.tensor([g[1] for g in good]), ids=torch.tensor([g[2] for g in good]),
+                         encoded=[g[3] for g in good] if encoded else None)
+        return batch
 
 
 class StreamingBatches:
@@ -161,18 +169,19 @@ class StreamingBatches:
         self.stream = stream  # an IterableDataset of the epoch in place of files + sampler (shard_stream.py)
 
     def _collated(self):
-        """This epoch's batches as `_collate` makes them: here from a DataLoader (made once, so that the train
+        """This epoch's batches as `Collate` makes them: here from a DataLoader (made once, so that the train
         loader's processes live for the run; evaluation starts its own when it runs)."""
         if self.stream is not None:  # new processes each epoch: they take the stream with this epoch's number
             self.stream.epoch = self.sampler.epoch
-            chunks = DataLoader(self.stream, batch_size=STREAM_CHUNK, num_workers=self.workers, collate_fn=_collate,
+            chunks = DataLoader(self.stream, batch_size=STREAM_CHUNK, num_workers=self.workers, collate_fn=Collate(),
                                 pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
                                 multiprocessing_context=decode_processes() if self.workers else None)
             return rebatch(iter(chunks), self.batch_size)
         if self._loader is None:
             self._loader = DataLoader(
                 self.files, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.workers,
-                collate_fn=_collate, generator=torch.Generator().manual_seed(self.seed),  # not the training RNG
+                collate_fn=Collate(ring=self.prefetch + 1),  # the batches a decode process may hold, + 1 in use
+                generator=torch.Generator().manual_seed(self.seed),  # not the training RNG
                 pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
                 persistent_workers=self.workers > 0 and self.shuffle,
                 multiprocessing_context=decode_processes() if self.workers else None)
@@ -223,6 +232,7 @@ class StreamingBatches:
                 images, labels, ids = self._on_device(batch)
             else:
                 images, labels, ids = batch["images"], batch["labels"], batch["ids"]
+            # a copy: the decode process writes a later batch into this one's buffer once we ask (batch_ring.py)
             images = normalize_batch(images.to(self.device, non_blocking=True), self.mean, self.std)
             labels = labels.to(self.device, non_blocking=True)
             yield (images, labels, ids) if self.with_ids else (images, labels)
