@@ -89,7 +89,7 @@ def test_decode_processes_reuse_prefetch_plus_one_batch_buffers_and_never_overwr
     expected = {i: image.clone() for batch in batches(0) for image, i in zip(batch["images"], batch["ids"].tolist())}
     buffers = set()
     for batch in batches(2):
-        time.sleep(0.15)  # meanwhile both processes write every batch they may
+        time.sleep(0.15)  # a training step's time: meanwhile both processes write every batch they may
         for image, i in zip(batch["images"], batch["ids"].tolist()):
             assert torch.equal(image, expected[i]), f"sample {i} was overwritten"
         buffers.add(os.fstat(batch["images"].untyped_storage()._share_fd_cpu_()[0]).st_ino)
