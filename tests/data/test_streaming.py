@@ -96,6 +96,20 @@ def test_decode_processes_reuse_prefetch_plus_one_batch_buffers_and_never_overwr
     assert len(buffers) == 2 * 3
 
 
+def test_a_ranks_file_names_travel_packed_and_read_back_as_listed():
+    """Every Ray Data task unpickles its rank's files (and every decode process once): their names travel as two
+    arrays, not as a string per sample, and read back exactly, non-ASCII ones too."""
+    import pickle
+    import sys
+
+    refs = [f"train/c{i % 7}/é{i}.jpg" for i in range(50_000)]
+    data = pickle.dumps(ImageFiles(None, refs, np.zeros(len(refs), np.int64), None, seed=0), protocol=5)
+    blocks = sys.getallocatedblocks()
+    files = pickle.loads(data)
+    assert sys.getallocatedblocks() - blocks < 1_000  # as a list: one block per name
+    assert len(files) == len(refs) and files.refs[-1] == refs[-1] and list(files.refs) == refs
+
+
 def test_shards_local_and_on_s3_read_back_the_folder_and_are_inspected_from_the_index(tmp_path, moto_server):
     tree = _tree(tmp_path / "tree")
     index = write_shards(str(tree), str(tmp_path / "shards"), shard_size=3)

@@ -11,12 +11,13 @@ import math
 import multiprocessing
 import sys
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from .batch_ring import BatchRing
 from .decode import decode_jpegs, decode_tensor, encoded_jpeg
 from .errors import DataError
-from .batch_ring import BatchRing
 from .rebatch import rebatch
 from .transforms import normalize_batch, stack_images
 
@@ -75,13 +76,38 @@ def seeded(transform, image: torch.Tensor, seed: int, own_process: bool):
         return transform(image)
 
 
+class PackedRefs:
+    """File names or object keys (str refs) as one UTF-8 byte array and its offsets, indexed as the list was.
+    It pickles as two arrays, so whoever receives a rank's files rebuilds no string per sample: every Ray Data
+    task does (its function carries them), and a rank's 160k ImageNet paths took 11.7 ms to unpickle as a list
+    (0.2 ms of CPU per image of a 64-image task) against ≈ 0.3 ms packed."""
+
+    def __init__(self, refs: list[str]):
+        encoded = [ref.encode() for ref in refs]
+        self.ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        self.blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> str:
+        i = range(len(self.ends))[i]  # negative indices as a list's; IndexError past the end
+        start = int(self.ends[i - 1]) if i else 0
+        return self.blob[start:int(self.ends[i])].tobytes().decode()
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 class ImageFiles(Dataset):
     """(epoch, i) → (image tensor, label, i), or an error string when the file cannot be decoded. With
     `transform=None` (data.decode: gpu) JPEGs stay encoded: (uint8 bytes, label, i, True), for the training
-    process to decode on its GPU; other formats are decoded here (…, False)."""
+    process to decode on its GPU; other formats are decoded here (…, False). `refs`: the reader's refs of
+    these samples (str refs are kept packed)."""
 
-    def __init__(self, reader, refs: list, labels, transform, seed: int):
-        self.reader, self.refs, self.labels, self.transform, self.seed = reader, refs, labels, transform, seed
+    def __init__(self, reader, refs, labels, transform, seed: int):
+        self.reader, self.labels, self.transform, self.seed = reader, labels, transform, seed
+        self.refs = PackedRefs(refs) if isinstance(refs, list) and all(isinstance(r, str) for r in refs) else refs
 
     def __len__(self) -> int:
         return len(self.refs)
