@@ -2,8 +2,8 @@
 
 In a DataLoader process, default_collate puts every batch in new shared memory, and the kernel hands out each
 page of it zeroed, one page fault at a time: ≈ 37 faults per 224×224 image. On the ImageNet sample that cost
-the decode process ≈ 6 % of its time (bench/data_throughput.py: the twin went from 0.80× to 0.85× the raw decode
-rate with these buffers).
+the decode process ≈ 7 % of its time (bench/data_throughput.py, interleaved runs: the twin went from 0.80× to
+0.86× the raw decode rate with these buffers).
 
 Why `prefetch + 1` buffers are never overwritten while in use: with a map-style dataset and in-order delivery
 (StreamingBatches' train and evaluation loaders), the DataLoader gives a process its next task only when the
