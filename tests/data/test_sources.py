@@ -7,7 +7,7 @@ from PIL import Image
 
 from adaptnet.data import DataError, load_splits
 from adaptnet.data.loader import CIFAR10_CLASSES
-from adaptnet.data.sources import s3_cache_path
+from adaptnet.data.readers import s3_cache_path
 
 
 def test_real_cifar10_has_the_standard_counts_and_label_order(cifar10_spec):

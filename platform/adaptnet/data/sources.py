@@ -26,7 +26,7 @@ import torch
 from .catalog import ARCHIVE_SUFFIXES, default_cache_root, source_key
 from .decode import decode_rgb
 from .errors import DataError
-from .readers import FolderReader, Listing, fetch_s3, s3_cache_path, scan_archive  # noqa: F401 (s3_cache_path: re-exported)
+from .readers import FolderReader, Listing, fetch_s3, scan_archive
 
 LISTING_RULE = 2  # in the cache key: caches decoded by an older reading of the tree are not reused
 
