@@ -268,17 +268,8 @@ def _stop_workers_of(raylet: int, grace_s: float = 10) -> None:
     """Our raylet's worker processes (they carry RAY_RAYLET_PID), once it is gone: each should exit with it, but
     one can miss that (seen: a Train controller, 800 MB, idle for good after its module); what is left after
     `grace_s` is killed."""
-    marker = f"\0RAY_RAYLET_PID={raylet}\0".encode()
-
     def workers() -> list[int]:
-        found = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and marker in b"\0" + (proc / "environ").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-        return found
+        return _processes_whose("environ", f"\0RAY_RAYLET_PID={raylet}\0")
 
     deadline = time.monotonic() + grace_s
     while workers() and time.monotonic() < deadline:
@@ -291,10 +282,16 @@ def _stop_workers_of(raylet: int, grace_s: float = 10) -> None:
 
 
 def _processes_mentioning(text: str) -> list[int]:
+    return _processes_whose("cmdline", text)
+
+
+def _processes_whose(part: str, text: str) -> list[int]:
+    """Live processes whose /proc/<pid>/<part> (cmdline, environ: NUL-separated) contains `text`; a leading NUL
+    in `text` also matches at the start."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+            if proc.name.isdigit() and text.encode() in b"\0" + (proc / part).read_bytes():
                 found.append(int(proc.name))
         except OSError:
             continue

@@ -22,24 +22,21 @@ from .transforms import stack_images
 
 class BatchRing:
     """`stack(images)`: as `stack_images`, but in a DataLoader process, uint8 images of one size go into the
-    next of `size` shared buffers (allocated on first use, again only for a larger batch)."""
+    next of `size` shared buffers (allocated on first use, and again for a larger batch or another size)."""
 
     def __init__(self, size: int):
         self.size = size
-        self.buffers: dict[tuple, list[torch.Tensor]] = {}
+        self.buffers: list[torch.Tensor] = []  # each N×H×W×C
         self.turn = 0
 
     def stack(self, images: list[torch.Tensor]) -> torch.Tensor:
-        shape = tuple(images[0].shape)
-        if (get_worker_info() is None or images[0].dtype != torch.uint8
-                or any(tuple(image.shape) != shape or image.dtype != torch.uint8 for image in images)):
+        c, h, w = images[0].shape
+        if get_worker_info() is None or any(image.shape != (c, h, w) or image.dtype != torch.uint8 for image in images):
             return stack_images(images)
-        c, h, w = shape
-        ring = self.buffers.get(shape)
-        if ring is None or ring[0].shape[0] < len(images):
-            ring = self.buffers[shape] = [torch.empty((len(images), h, w, c), dtype=torch.uint8).share_memory_()
-                                          for _ in range(self.size)]
-        out = ring[self.turn % self.size][:len(images)]
+        if not self.buffers or self.buffers[0].shape[0] < len(images) or self.buffers[0].shape[1:] != (h, w, c):
+            self.buffers = [torch.empty((len(images), h, w, c), dtype=torch.uint8).share_memory_()
+                            for _ in range(self.size)]
+        out = self.buffers[self.turn % self.size][:len(images)]
         self.turn += 1
         torch.stack([image.permute(1, 2, 0) for image in images], out=out)  # H×W×C memory, as stack_images
         return out.permute(0, 3, 1, 2)
